@@ -1,0 +1,44 @@
+"""Repository hygiene that CI enforces: the package is what the notebooks export, notebooks are clean."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NBDEV_EXPORT = Path(sys.executable).with_name("nbdev_export")
+
+
+def _py_files(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): p.read_text() for p in folder.rglob("*.py") if "__pycache__" not in p.parts}
+
+
+@pytest.mark.skipif(not NBDEV_EXPORT.exists(), reason="nbdev not installed")
+def test_package_matches_notebook_export(tmp_path):
+    "Exporting nbs/ into a scratch copy must reproduce depth_anything_nb/ exactly (run `make export` if not)."
+    shutil.copy(ROOT / "settings.ini", tmp_path / "settings.ini")
+    shutil.copytree(ROOT / "nbs", tmp_path / "nbs")
+    shutil.copytree(ROOT / "depth_anything_nb", tmp_path / "depth_anything_nb")
+    subprocess.run([str(NBDEV_EXPORT)], cwd=tmp_path / "nbs", check=True, capture_output=True)
+    exported, committed = _py_files(tmp_path / "depth_anything_nb"), _py_files(ROOT / "depth_anything_nb")
+    stale = sorted(k for k in exported if exported[k] != committed.get(k))
+    assert not stale, f"depth_anything_nb/ is out of sync with nbs/ for {stale}: run `make export` and commit"
+
+
+def _notebooks():
+    return sorted((ROOT / "nbs").rglob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", _notebooks(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_notebook_is_clean(path):
+    "Committed notebooks carry no outputs or execution counts (run `make clean-nbs`)."
+    nb = json.loads(path.read_text())
+    dirty = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))]
+    assert not dirty, f"{path.name}: cells {dirty} have outputs; run `make clean-nbs`"
+
+
+def test_papermill_parameter_tags_survive_cleaning():
+    "settings.ini must let nbdev_clean keep papermill's `parameters` tag."
+    assert "allowed_cell_metadata_keys = tags" in (ROOT / "settings.ini").read_text()
