@@ -295,7 +295,7 @@ def test_m1_with_a_zero_residual_refiner_returns_the_upsampled_coarse_depth():
 
     model = PatchRefiner(_tiny_model().coarse, ZeroResidual()).eval()
     image = torch.rand(3, 112, 168)  # = the canvas for 4x4 patches of 28x42
-    out = model.infer(image, mode="m1", patch_split_num=(4, 4))
+    out = model.infer(image, cai_mode="m1", patch_split_num=(4, 4))
     coarse_depth = model.coarse_forward(image[None]).depth
     expected = F.interpolate(coarse_depth, size=(112, 168), mode="bilinear", align_corners=False)[0, 0]
     assert torch.allclose(out, expected, atol=1e-4)
@@ -304,7 +304,7 @@ def test_m1_with_a_zero_residual_refiner_returns_the_upsampled_coarse_depth():
 @pytest.mark.parametrize("mode", ["m1", "m2", "r5"])
 def test_infer_shapes(mode):
     model = _tiny_model().eval()
-    out = model.infer(torch.rand(3, 90, 130), mode=mode, patch_split_num=(2, 2), process_num=3)
+    out = model.infer(torch.rand(3, 90, 130), cai_mode=mode, patch_split_num=(2, 2), process_num=3)
     assert out.shape == (90, 130) and out.dtype == torch.float32 and torch.isfinite(out).all() and out.min() >= 0
 
 
@@ -313,7 +313,7 @@ def test_prv1_baseline_refiner():
     v1 = PRV1Refiner.from_coarse(coarse)
     assert v1.fine_branch is not coarse and v1.fine_branch.channels == coarse.channels
     model = PatchRefiner(coarse, v1).eval()
-    out = model.infer(torch.rand(3, 56, 84), mode="m2", patch_split_num=(2, 2))
+    out = model.infer(torch.rand(3, 56, 84), cai_mode="m2", patch_split_num=(2, 2))
     assert out.shape == (56, 84) and out.min() >= 0
     f2c = v1.f2c
     assert [m[0].out_channels for m in f2c.merge] == [4, 8, 8, 8, 8, 8]  # temp = coarse channels

@@ -50,7 +50,7 @@ def test_m1_grid_tiles_raw_image_and_canvas_exactly_once(split):
 @pytest.mark.parametrize("mode", MODES)
 def test_every_pixel_covered_in_every_mode(split, mode):
     image = torch.rand(3, 8 * split[0] + 3, 12 * split[1] - 1)  # not a valid raw shape: auto-rounded
-    out = tiled_inference(image, lambda p, c, b: p[:, :1].clamp(0, 1) + 1, None, process_shape=(8, 12), patch_split_num=split, mode=mode)
+    out = tiled_inference(image, lambda p, c, b: p[:, :1].clamp(0, 1) + 1, None, process_shape=(8, 12), patch_split_num=split, cai_mode=mode)
     assert out.shape == image.shape[-2:] and out.dtype == torch.float32
     assert torch.isfinite(out).all() and out.min() >= 1
 
@@ -111,7 +111,7 @@ def test_boxes_map_back_to_raw_coordinates_exactly(mode):
     log = []
     image = torch.rand(1, 3, *cfg.image_raw_shape)
     tiled_inference(image, recording_refiner(log), None, process_shape=cfg.process_shape, patch_split_num=(4, 4),
-                    mode=mode, process_num=5)
+                    cai_mode=mode, process_num=5)
     boxes = torch.cat([b for _, b in log])
     raw = cfg.to_raw(boxes.double())
     assert torch.allclose(raw, raw.round(), atol=1e-3)
@@ -143,7 +143,7 @@ def test_m1_identity_refiner_returns_the_target_exactly():
         raw = cfg.to_raw(boxes.double()).round().long()
         return torch.stack([target[y1:y2, x1:x2][None] for x1, y1, x2, y2 in raw.tolist()])
 
-    out = tiled_inference(torch.rand(3, 32, 48), crop_refiner, None, process_shape=(8, 12), mode="m1")
+    out = tiled_inference(torch.rand(3, 32, 48), crop_refiner, None, process_shape=(8, 12), cai_mode="m1")
     assert torch.equal(out, target)
 
 
@@ -163,7 +163,7 @@ def test_m1_with_zero_residual_refiner_equals_upsampled_coarse_depth():
 @pytest.mark.parametrize("split", [(2, 2), (4, 4)])
 def test_constant_refiner_gives_the_constant_everywhere(mode, split):
     out = tiled_inference(torch.rand(3, 64, 96), constant_refiner(3.7), None, process_shape=(16, 24),
-                          patch_split_num=split, mode=mode)
+                          patch_split_num=split, cai_mode=mode)
     assert torch.allclose(out, torch.full_like(out, 3.7), rtol=1e-6)
 
 
@@ -206,7 +206,7 @@ def test_process_num_does_not_change_the_output(mode):
     def refine(patches, coarse, boxes):  # depends on content and position, elementwise per patch
         return patches.mean(1, keepdim=True) * 5 + boxes[:, :1, None, None] / 10
 
-    outs = [tiled_inference(image, refine, None, process_shape=(12, 16), mode=mode, process_num=n, seed=3)
+    outs = [tiled_inference(image, refine, None, process_shape=(12, 16), cai_mode=mode, process_num=n, seed=3)
             for n in (1, 3, 49)]
     assert all(torch.equal(outs[0], o) for o in outs[1:])
 
