@@ -308,3 +308,13 @@ def test_output_bias_gives_live_relu_from_scratch():
         d = model(torch.randn(2, 3, 126, 126))
     assert (d > 0).float().mean() > 0.5
     assert math.isclose(model.depth_head.scratch.output_conv2[2].bias.item(), 1.0)
+
+
+def test_torch_compile_friendly_no_graph_breaks():
+    "The whole forward (plain, with features, and in training mode) traces as one graph."
+    model = DepthAnythingV2.from_config("mini-t").eval()
+    x = torch.randn(2, 3, 42, 56)
+    for fn in (model, lambda t: model(t, return_features=True)):
+        explanation = torch._dynamo.explain(fn)(x)
+        assert explanation.graph_break_count == 0, explanation.break_reasons
+    torch._dynamo.reset()
