@@ -185,8 +185,12 @@ def test_skip_existing_and_outdir_inside_input(zoo, tmp_path):
     (["--img-path", "x.png", "--input-size", "10"], "at least 14"),
     (["--img-path", "x.png", "--checkpoint", "nowhere.pth"], "no such file"),
     (["--img-path", "x.png", "--depth-range", "5", "1"], "MIN < MAX"),
+    (["--img-path", "x.png", "--device", "warp-drive"], "--device"),
+    (["--img-path", "x.png", "--checkpoint", "{tmp}/garbage.pth"], "cannot load"),
 ])
 def test_usage_errors_exit_2(tmp_path, capsys, extra, message):
+    (tmp_path / "garbage.pth").write_bytes(b"this is not a checkpoint")
+    extra = [e.replace("{tmp}", str(tmp_path)) for e in extra]
     assert main(["run", "--outdir", str(tmp_path / "o"), *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
