@@ -157,6 +157,15 @@ def test_predict_autocast_close_to_fp32(model, amp):
     assert dlo.dtype == np.float32 and np.abs(d32 - dlo).max() <= 0.1 * (d32.max() - d32.min())
 
 
+def test_model_in_bfloat16(model):
+    "A model cast to bf16 gets bf16 inputs (no dtype error) and returns float32 depth."
+    img = pattern_image(30, 40)
+    low = perturb_weights_(DepthAnythingV2.from_config("vits")).eval().to(torch.bfloat16)
+    d16, d32 = infer_image(low, img, 28), infer_image(model, img, 28)
+    assert d16.dtype == np.float32 and np.abs(d16 - d32).max() <= 0.1 * (d32.max() - d32.min())
+    assert np.abs(predict(low, [img], input_size=28, device="cpu")[0] - d16).max() <= 1e-6
+
+
 def test_parse_amp_and_device():
     assert parse_amp_dtype(None) is None and parse_amp_dtype("none") is None and parse_amp_dtype(torch.float32) is None
     assert parse_amp_dtype("bf16") == torch.bfloat16 and parse_amp_dtype(torch.float16) == torch.float16
