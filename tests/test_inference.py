@@ -6,7 +6,6 @@ perturbed weights, and against the golden values of the reference notes (which n
 """
 import io
 import json
-import math
 import os
 import warnings
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 from PIL import Image
 
 from depth_anything_nb import DepthAnythingV2
+from depth_anything_nb.dpt import perturbed_state_dict
 from depth_anything_nb.inference import (
     ImageReadError, _jpeg_is_truncated, _png_is_truncated, atomic_output, camera_intrinsics, colorize,
     colormap_lut, decode_image, depth_to_points, infer_image, inverse_depth_to_depth, iter_predictions,
@@ -35,23 +35,11 @@ needs_oracle = pytest.mark.skipif(OfficialDepthAnythingV2 is None, reason="offic
 VITS = dict(encoder="vits", features=64, out_channels=[48, 96, 192, 384])
 
 
-def perturb_weights_(model: torch.nn.Module) -> torch.nn.Module:
-    "The deterministic perturbed fill of the reference notes §6 (keys in sorted order)."
-    g = torch.Generator().manual_seed(0)
-    state = model.state_dict()
-    for key in sorted(state):
-        t = state[key]
-        r = torch.randn(t.shape, generator=g)
-        if key.split(".")[-1] in ("pos_embed", "cls_token", "mask_token"):
-            value = 0.5 * r
-        elif key.endswith("gamma") or (t.ndim == 1 and key.endswith(".weight")) or key == "depth_head.scratch.output_conv2.2.bias":
-            value = 1 + 0.1 * r
-        elif t.ndim == 1:
-            value = 0.1 * r
-        else:
-            value = r / math.sqrt(t.shape[1] * math.prod(t.shape[2:]))
-        t.copy_(value)
-    return model
+def perturbed_vits() -> DepthAnythingV2:
+    "Our vits with the deterministic perturbed fill of the reference notes §6 (the golden values' weights)."
+    model = DepthAnythingV2.from_config("vits")
+    model.load_state_dict(perturbed_state_dict(model), strict=True)
+    return model.eval()
 
 
 def pattern_image(h: int, w: int) -> np.ndarray:
@@ -61,7 +49,7 @@ def pattern_image(h: int, w: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def model():
-    return perturb_weights_(DepthAnythingV2.from_config("vits")).eval()
+    return perturbed_vits()
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +148,7 @@ def test_predict_autocast_close_to_fp32(model, amp):
 def test_model_in_bfloat16(model):
     "A model cast to bf16 gets bf16 inputs (no dtype error) and returns float32 depth."
     img = pattern_image(30, 40)
-    low = perturb_weights_(DepthAnythingV2.from_config("vits")).eval().to(torch.bfloat16)
+    low = perturbed_vits().to(torch.bfloat16)
     d16, d32 = infer_image(low, img, 28), infer_image(model, img, 28)
     assert d16.dtype == np.float32 and np.abs(d16 - d32).max() <= 0.1 * (d32.max() - d32.min())
     assert np.abs(predict(low, [img], input_size=28, device="cpu")[0] - d16).max() <= 1e-6
