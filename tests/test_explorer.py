@@ -356,3 +356,36 @@ def test_in_memory_model(ui):
     np.testing.assert_array_equal(ex.result().depth, infer_image(model, ex.sample.bgr, 126))
     ui.checkpoint.value = RANDOM
     assert RANDOM_NOTE in ui.figures["views"].get_suptitle()
+
+
+def test_prv2_pipeline_runs(tmp_path):
+    "PRV2 stage runs (model.pt + model.json of prv2.training) are listed, loaded and refined; NP refiners are not."
+    training = pytest.importorskip("depth_anything_nb.prv2.training")  # the PRV2 training stages
+    cfg = training.E2EConfig(preset="smoke").resolved()
+    runs = tmp_path / "runs"
+    torch.manual_seed(2)
+    model = training.build_model(training.patchrefiner_arch(cfg)).eval()
+    training.save_model(model, runs / "prv2_e2e" / "smoke-x", training.patchrefiner_arch(cfg))
+    coarse_arch = training.coarse_arch(cfg)
+    training.save_model(training.build_model(coarse_arch), runs / "prv2_coarse" / "smoke-c", coarse_arch)
+    (runs / "prv2_pretrain" / "smoke-n").mkdir(parents=True)  # a noisy-pretraining run: no image → depth model
+    (runs / "prv2_pretrain" / "smoke-n" / "model.pt").write_bytes(b"")
+    (runs / "prv2_pretrain" / "smoke-n" / "model.json").write_text(json.dumps({"kind": "np_refiner"}))
+
+    ui = ExplorerUI(Explorer(device="cpu"), sample=SCENE, runs_root=runs)
+    labels = {k: v for k, v in ui.checkpoint.options}
+    name = f"pipeline-trained · prv2_e2e/smoke-x (PRV2 {cfg.coarse_encoder}, metric {cfg.max_depth:g} m)"
+    assert name in labels and not any("prv2_pretrain" in k for k in labels)
+    assert any("prv2_coarse/smoke-c" in k for k in labels)
+    ui.checkpoint.value = labels[name]
+    ex = ui.explorer
+    assert not is_error(ui), ui.status.value
+    assert ex.model().kind == "prv2" and not ui.refine.disabled and ui.depth_range.value == cfg.max_depth
+    image = torch.from_numpy(ex.sample.rgb).permute(2, 0, 1)[None].float() / 255
+    np.testing.assert_allclose(ex.result().depth, model.infer(image, cai_mode="m1", patch_split_num=(4, 4)).numpy(),
+                               rtol=1e-5, atol=1e-5)
+    ui.checkpoint.value = next(v for k, v in labels.items() if "prv2_coarse/smoke-c" in k)
+    assert ex.model().kind == "prv2-coarse" and ui.refine.disabled and "coarse only" in ui.figures["views"].get_suptitle()
+    ui.checkpoint_path.value = str(runs / "prv2_pretrain" / "smoke-n" / "model.pt")
+    ui.load_checkpoint.click()
+    assert is_error(ui) and "noisy-pretraining refiner" in ui.status.value
