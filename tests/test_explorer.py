@@ -11,7 +11,7 @@ import torch
 pytest.importorskip("ipywidgets")
 
 from depth_anything_nb.dpt import DepthAnythingV2, perturbed_state_dict
-from depth_anything_nb.explorer import (PRV2_RANDOM, RANDOM, RANDOM_NOTE, DepthResult, Explorer, ExplorerUI,
+from depth_anything_nb.explorer import (CLOUD_TAB, PROFILE_TAB, PRV2_RANDOM, RANDOM, RANDOM_NOTE, DepthResult, Explorer, ExplorerUI,
                                         LoadedModel, line_pixels, load_sample, metric_depth, point_cloud)
 from depth_anything_nb.inference import camera_intrinsics, infer_image, read_depth_png16, read_ply
 
@@ -132,7 +132,7 @@ def test_image_path(ui, tmp_path):
 def test_profile_values_are_the_depth_map_along_the_line(ui):
     ex = ui.explorer
     depth, truth = ex.result().depth, ex.sample.depth
-    ui.tabs.selected_index = 1
+    ui.tabs.selected_index = PROFILE_TAB
     ui.line_mode.value = "row"
     ui.row.value = 100
     ax = ui.figures["profile"].axes[0]
@@ -162,7 +162,7 @@ def test_profile_values_are_the_depth_map_along_the_line(ui):
 
 
 def test_line_outside_the_image_is_an_error_not_a_crash(ui):
-    ui.tabs.selected_index = 1
+    ui.tabs.selected_index = PROFILE_TAB
     ui.line_mode.value = "two points"
     with pytest.raises(ValueError, match="outside"):
         line_pixels((0, 0), (320, 5), (240, 320))
@@ -187,7 +187,7 @@ def test_point_cloud_of_a_plane_lies_on_the_plane(ui, tmp_path):
     ui.use_model(LoadedModel(ConstantDepth(3.5), "dav2", "mini-t", 20.0, "plane at 3.5 m"))
     assert "plane at 3.5 m" in ui.figures["views"].get_suptitle()
     ui.max_points.value = 2000
-    ui.tabs.selected_index = 2
+    ui.tabs.selected_index = CLOUD_TAB
     ui.camera.value = "fov"
     ui.fov.value = 90
     assert "cloud" in ui.figures and not ui.cloud_note.value
@@ -240,7 +240,7 @@ def test_relative_depth_aligned_to_ground_truth():
 
 
 def test_relative_model_point_cloud_needs_ground_truth(ui):
-    ui.tabs.selected_index = 2
+    ui.tabs.selected_index = CLOUD_TAB
     assert "aligned to ground truth" in ui.figures["cloud"].get_suptitle()
     ui.source.value = "photo: coffee"  # no ground truth, relative model
     assert not is_error(ui)
