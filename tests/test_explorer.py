@@ -319,6 +319,13 @@ def test_pipeline_checkpoints_are_listed_and_loaded(tmp_path):
     write_run(runs, "train_student", "mini-new", trained_like("mini-t"))
     ui.rescan.click()
     assert any("train_student/mini-new (mini-t, relative)" in k for k, _ in ui.checkpoint.options)
+    # a run whose model.pt is damaged: an error, and the controls go back to the model in use
+    broken = write_run(runs, "train_student", "mini-broken", trained_like("mini-t"))
+    broken.write_bytes(broken.read_bytes()[:1000])
+    ui.rescan.click()
+    ui.checkpoint.value = str(broken)
+    assert is_error(ui) and "mini-broken" in ui.status.value
+    assert ui.checkpoint.value == str(path) and ex.checkpoint == str(path) and ui.encoder.value == "mini-s"
 
 
 def test_checkpoint_file_by_path_and_bad_files(ui, tmp_path):
