@@ -112,6 +112,25 @@ def test_run_flat_depth_metric_pred_only(zoo, tmp_path):
     assert np.allclose(points[:, 2], 10.0) and len(points) == 60 * 80
 
 
+def test_checkpoint_metadata_and_metric_name_warning(zoo, tmp_path):
+    "A .safetensors saved by this package knows its max_depth; an official metric .pth without --max-depth is flagged."
+    from depth_anything_nb.checkpoints import save_safetensors
+
+    src, _, _ = zoo
+    model = DepthAnythingV2.from_config("vits", max_depth=80.0)
+    save_safetensors(model, tmp_path / "mine.safetensors")
+    out = tmp_path / "meta"
+    assert main(["run", "--img-path", str(src / "good.jpg"), "--outdir", str(out), "--checkpoint",
+                 str(tmp_path / "mine.safetensors"), "--input-size", "28", "--save-npy"]) == 0
+    assert "metric (max depth 80 m)" in _summary(out)["model"] and (out / "good_raw_depth_meter.npy").exists()
+    torch.save(model.state_dict(), tmp_path / "depth_anything_v2_metric_vkitti_vits.pth")
+    out = tmp_path / "named"
+    assert main(["run", "--img-path", str(src / "good.jpg"), "--outdir", str(out), "--checkpoint",
+                 str(tmp_path / "depth_anything_v2_metric_vkitti_vits.pth"), "--input-size", "28"]) == 0
+    summary = _summary(out)
+    assert "relative" in summary["model"] and "--max-depth" in summary["warnings"][0]["warning"]
+
+
 def test_run_txt_list_and_sample_images(zoo, tmp_path):
     "A .txt list (comments, blank lines, a missing file) plus the photographs bundled with scikit-image."
     src, _, _ = zoo
