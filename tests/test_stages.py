@@ -20,8 +20,8 @@ from depth_anything_nb.distributed import config_from_argv, config_to_argv
 from depth_anything_nb.dpt import DepthAnythingV2
 from depth_anything_nb.pseudo_labels import PseudoLabelStore
 from depth_anything_nb.stages import (PRESET_VALUES, STAGES, EvalConfig, MetricConfig, PseudoLabelConfig,
-                                      StudentConfig, TeacherConfig, config_from_params, main, pseudo_label,
-                                      train_teacher)
+                                      StudentConfig, TeacherConfig, config_from_params, evaluate, main,
+                                      pseudo_label, train_teacher)
 from depth_anything_nb.training import read_log
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -204,3 +204,30 @@ def test_notebook_parameters_are_the_config_fields(stage):
     cfg = config_from_params(cls, namespace)
     assert cfg == cls() and cfg.preset == "mini"  # defaults identical to the dataclass's
     assert set(PRESET_VALUES[cls.STAGE]) == {"smoke", "mini", "paper"}
+
+
+# ------------------------------------------------------------ evaluation on benchmark readers (tiny real layouts)
+def test_evaluate_on_benchmarks_in_their_real_layouts(tmp_path, teacher):
+    import fake_datasets as fake
+
+    fake.diode(tmp_path / "diode")
+    fake.sintel(tmp_path / "sintel")
+    ann = fake.da2k(tmp_path / "da2k")
+    fake.hypersim(tmp_path / "hypersim")
+    benchmarks = {"diode": {"root": str(tmp_path / "diode")}, "sintel": {"root": str(tmp_path / "sintel")},
+                  "da2k": {"root": str(tmp_path / "da2k" / "DA-2K")}}
+    out = evaluate(preset="smoke", checkpoint=str(teacher), encoder="mini-t", benchmarks=benchmarks,
+                   max_eval_images=0, out_root=str(tmp_path), run_name="bench", progress=False)
+    ev = out["eval"]["model"]
+    assert set(out["eval"]) == {"model"}  # baselines only with the procedural sets
+    assert ev["diode"]["protocol"] == "diode_indoor" and ev["diode"]["n_images"] == 1  # indoor scenes only
+    assert ev["sintel"]["protocol"] == "sintel" and ev["sintel"]["n_images"] == 4
+    assert ev["da2k"]["n_pairs"] == sum(map(len, ann.values())) == 3 and 0 <= ev["da2k"]["overall"] <= 100
+    assert ev["da2k"]["kind"] == "da2k" and ev["da2k"]["prediction"] == "relative"
+    assert json.loads((tmp_path / "evaluate" / "bench" / "metrics.json").read_text())["eval"] == out["eval"]
+    metric = evaluate(preset="smoke", checkpoint=str(teacher), encoder="mini-t", max_depth=20.0,
+                      benchmarks={"hypersim_metric": {"root": str(tmp_path / "hypersim")}}, out_root=str(tmp_path),
+                      run_name="bench-metric", progress=False)
+    hm = metric["eval"]["model"]["hypersim_metric"]
+    assert metric["max_depth"] == 20.0 and hm["protocol"] == "dav2_hypersim" and hm["n_images"] == 1
+    assert {"abs_rel", "d1", "rmse", "silog"} <= set(hm)
