@@ -129,10 +129,15 @@ def test_culling_changes_nothing(style, monkeypatch):
 
 def test_depth_is_exact_at_shared_pixel_centres_and_bands_do_not_matter():
     for style in ("synthetic", "real"):
+        for i in range(1, 5):  # odd factors: the very same rays, the very same depth bits
+            scene = make_scene(i, style, seed=4)
+            _, d1 = render_linear(scene, 45, 80)
+            _, d3 = render_linear(scene, 135, 240)
+            assert np.array_equal(d3[1::3, 1::3], d1), (style, i)
         scene = make_scene(2, style, seed=4)
         _, d1 = render_linear(scene, 45, 80)
         rad5, d5 = render_linear(scene, 225, 400)
-        assert np.array_equal(d5[2::5, 2::5], d1)  # odd factor: the very same rays
+        assert np.array_equal(d5[2::5, 2::5], d1)
         rad5b, d5b = render_linear(scene, 225, 400, max_pixels=3000)  # other bands of rows
         assert np.array_equal(d5, d5b) and np.abs(rad5 - rad5b).max() < 1e-6  # (BLAS may sum in another order)
         img, d_ss, _ = render(scene, (45, 80), supersample=5)
@@ -194,13 +199,29 @@ def test_style_gap_interpolates_between_the_domains():
     assert sky[0] == 0 and sky[1] > 0.1  # rooms only at gap 0; open sky at gap 1
 
 
-def test_objects_never_swallow_the_camera():
+def test_scene_layout():
+    "The camera is outside every object, inside the room (walls on both sides), and nothing is seen beyond a wall."
+    rooms = 0
     for style in ("synthetic", "real"):
         for i in range(40):
             scene = make_scene(i, style, seed=8)
+            o = scene.camera.origin
             for prim, _ in scene.objects:
                 if prim.center is not None:
-                    assert np.linalg.norm(prim.center - scene.camera.origin) > prim.radius + 0.49
+                    assert np.linalg.norm(prim.center - o) > prim.radius + 0.49
+            walls = [p for p, _ in scene.objects if isinstance(p, proc.Plane)]
+            side = [float(p.c * p.n[0]) for p in walls if abs(p.n[0]) == 1]  # x positions of side walls
+            if len(side) == 2:
+                rooms += 1
+                assert side[0] * side[1] < 0
+            if i < 6:
+                _, depth = render_linear(scene, 24, 32)
+                p = o + depth.reshape(-1, 1) * scene.camera.rays(24, 32)
+                p = p[np.isfinite(depth.ravel())]
+                for wall in walls:  # every visible point is on the camera's side of every wall
+                    cam_side = np.sign(wall.n @ o - wall.c)
+                    assert (cam_side * (p @ wall.n - wall.c) > -1e-3).all()
+    assert rooms > 5
 
 
 # ------------------------------------------------------------------ dataset and cache

@@ -264,3 +264,28 @@ def test_unreadable_images_found_while_labelling_are_counted(tmp_path, caplog):
     stats = write_pseudo_labels(teacher, KeyedSource(keys), tmp_path, batch_size=4, progress=False)
     assert stats == {"written": 5, "already_done": 0, "other_ranks": 0, "failed": 1}
     assert "skipping shard-9/broken.jpg" in caplog.text
+
+
+class ReaderLike(ImageSource):
+    "Like the data readers: `items` with paths and `item_path`; loading is counted."
+
+    loads = 0
+
+    @property
+    def items(self):
+        return [{"image": k} for k in self.keys]
+
+    @staticmethod
+    def item_path(item):
+        return item["image"]
+
+    def __getitem__(self, i):
+        ReaderLike.loads += 1
+        return super().__getitem__(i)
+
+
+def test_reader_keys_come_from_items_without_loading_images(tmp_path):
+    write_all(tmp_path, keys=KEYS[:10])
+    ds = PseudoLabeledDataset(ReaderLike(KEYS), tmp_path)
+    assert ReaderLike.loads == 0 and len(ds) == 10
+    assert ds[3]["path"] == KEYS[3] and ReaderLike.loads == 1
