@@ -217,3 +217,21 @@ def test_config_identity_and_errors(tmp_path):
     (named.run_dir() / "config.json").write_text(json.dumps({"identity": {"something": "else"}}))
     with pytest.raises(FileExistsError, match="another configuration"):
         prv2.train_coarse(named)
+
+
+@pytest.mark.parametrize("notebook, cls", [("prv2_pretrain", "PretrainConfig"), ("prv2_train", "E2EConfig"),
+                                           ("prv2_finetune_real", "FinetuneRealConfig")])
+def test_stage_notebook_parameters_are_the_config_fields(notebook, cls):
+    "papermill can set every field, and every parameter is a field (config_from_params needs them all)."
+    import ast
+
+    import nbformat
+
+    nb = nbformat.read(Path(__file__).parents[1] / "nbs" / f"{notebook}.ipynb", as_version=4)
+    (cell,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    names = {t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign) for t in node.targets}
+    assert names == {f.name for f in dataclasses.fields(getattr(prv2, cls))}
+    defaults = {t.id: ast.literal_eval(node.value) for node in ast.parse(cell.source).body
+                if isinstance(node, ast.Assign) for t in node.targets}
+    built = prv2.config_from_params(getattr(prv2, cls), defaults)
+    assert built == getattr(prv2, cls)()  # the notebook's defaults are the config's defaults
