@@ -70,10 +70,18 @@ class ModuleTimer:
             h.remove()
 
 
-def gmac(patches, coarse_out, boxes, model: PatchRefiner) -> float:
-    with FlopCounterMode(display=False) as flops:
-        model.refine(patches[:1], coarse_out, boxes[:1])
-    return flops.get_total_flops() / 2e9
+def gmac(s: dict) -> dict:
+    "GMAC per patch of each refiner branch, counted on the meta device (no compute)."
+    with torch.device("meta"):
+        coarse, v2, v1 = build(s)
+        c = coarse(torch.rand(1, 3, *s["process"]))
+        out = {}
+        for name, refiner in (("PRV2-" + s["refiner"], v2), ("PR-V1 (DAv2 " + s["encoder"] + ")", v1)):
+            with FlopCounterMode(display=False) as flops:
+                refiner(torch.rand(1, 3, *s["process"]), torch.rand(1, 1, *s["process"]),
+                        [torch.rand(1, ch, *f.shape[-2:]) for ch, f in zip(coarse.channels, c.features)])
+            out[name] = flops.get_total_flops() / 2e9
+    return out
 
 
 @torch.no_grad()
@@ -106,7 +114,7 @@ def speed(s: dict, repeats: int, process_num: int) -> dict:
             for k, v in timer.totals.items():
                 part_times[name][k].append(v)
             assert out.shape == (process_num, 1, *s["process"])
-    macs = {name: gmac(patches, c, boxes, m) for name, m in models.items()}
+    macs = gmac(s)
     params = {"PRV2-" + s["refiner"]: count_params(v2), "PR-V1 (DAv2 " + s["encoder"] + ")": count_params(v1)}
     n_patches = s["split"][0] * s["split"][1]
     res = {"coarse_s": coarse_s, "process_num": process_num, "patches_per_image": n_patches, "models": {}}
@@ -143,7 +151,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="112×112 patches and a 720×1280 image (same models)")
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per refiner (alternating)")
-    ap.add_argument("--process-num", type=int, default=2, help="patches per refiner call")
+    ap.add_argument("--process-num", type=int, default=1, help="patches per refiner call")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
