@@ -273,7 +273,7 @@ class StudentConfig(TrainingStageConfig):
     "Stage 3 (DAv2 §5, §7.4): a student trained purely on pseudo-labelled images."
 
     STAGE: ClassVar[str] = "train_student"
-    LATER_DEFAULTS: ClassVar[dict] = {"with_labeled": False}
+    LATER_DEFAULTS: ClassVar[dict] = {"with_labeled": False, "labeled": None}
     encoder: str = "vits"  # vits | vitb | vitl | vitg
     labels: str = ""  # a pseudo-label store; "" → the pseudo_label run of this preset (made if missing)
     unlabeled: str | None = None  # the images the labels belong to (None: procedural "real" style)
@@ -293,6 +293,7 @@ class StudentConfig(TrainingStageConfig):
     compare_synthetic_only: bool | None = None  # also train this student on the labeled synthetic set (Table 5)
     with_labeled: bool = False  # also train on the labeled synthetic set of `synthetic_only_config` (Table 5's
                                 # "D^l + D^u" row, DAv1's recipe; Tables 10, 11); the paper's students: False
+    labeled: dict | None = None  # that labeled set: None → procedural synthetic style; else {reader: kwargs}
 
     def pseudo_label_config(self) -> PseudoLabelConfig:
         return self._upstream(PseudoLabelConfig(preset=self.preset, seed=self.seed),
@@ -310,7 +311,7 @@ class StudentConfig(TrainingStageConfig):
             size=r.size, steps=r.steps, batch_size=r.batch_size, lr=r.lr, head_lr_mult=r.head_lr_mult,
             optimizer=r.optimizer, weight_decay=r.weight_decay, schedule=r.schedule, warmup_steps=r.warmup_steps,
             amp=r.amp, output_bias=r.output_bias, gm_weight=self.gm_weight, alignment=r.alignment,
-            num_scenes=r.num_unlabeled)
+            num_scenes=r.num_unlabeled, labeled=self.labeled)
 
     def upstream(self):
         if not self.labels:
