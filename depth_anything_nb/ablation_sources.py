@@ -20,7 +20,7 @@ from .data.unlabeled import ImageFolder
 from .prv2.data import RealGT, RealDomainGT
 
 # %% auto #0
-__all__ = ['SYNTHETIC_SOURCES', 'REAL_SOURCES', 'source_style', 'export_source', 'combine_lists']
+__all__ = ['SYNTHETIC_SOURCES', 'REAL_SOURCES', 'source_style', 'export_source', 'combine_lists', 'export_sources']
 
 # %% ../nbs/52_ablation_sources.ipynb #3bcb4047
 SYNTHETIC_SOURCES: dict[str, dict] = {
@@ -107,3 +107,25 @@ def combine_lists(path: str | Path, lists: list[str | Path]) -> Path:
     "One list file holding the lines of `lists` in order (the union of sources); written atomically."
     lines = [line for p in lists for line in Path(p).read_text().splitlines() if line.strip()]
     return atomic_write_text(path, "\n".join(lines) + "\n")
+
+# %% ../nbs/52_ablation_sources.ipynb #bf93f6de
+def export_sources(
+    out_root: str | Path,  # the runs root (stages.runs_root(out_root))
+    kind: str,  # "synthetic" | "real"
+    names: list[str],  # of SYNTHETIC_SOURCES / REAL_SOURCES
+    n: int,  # scenes per source
+    size: int,
+    labels: str | None = "exact",
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, dict[str, Path]]:
+    "`{name: {'images': list, 'pairs': list}}` of every source and of 'all' (their union), written under <out_root>/sources/."
+    root = Path(out_root) / "sources"
+    tag = labels or "images"
+    out = {name: export_source(root / f"{kind}-{name}-{tag}-n{n}-{size}px-seed{seed}", source_style(kind, name), n, size,
+                               seed, labels, cache_dir=cache_dir, progress=progress) for name in names}
+    union = root / f"{kind}-all-{'+'.join(names)}-{tag}-n{n}-{size}px-seed{seed}"
+    out["all"] = {k: combine_lists(union / f"{k}.txt", [v[k] for v in out.values() if k in v])
+                  for k in ("images", "pairs") if all(k in v for v in out.values())}
+    return out

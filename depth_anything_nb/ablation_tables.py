@@ -71,4 +71,4 @@ def direction(label: str, a: float, b: float, metric: str, names: tuple[str, str
     if ok is None:
         return None, f"{label}: not enough cells ({names[0]} {a}, {names[1]} {b})"
     return ok, (f"{label}: {names[0]} {a:.4f} vs {names[1]} {b:.4f} on {metric} → "
-                f"{'reproduced' if ok else 'NOT reproduced'}")
+                f"{'holds' if ok else 'does NOT hold'}")
