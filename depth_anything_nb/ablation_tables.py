@@ -11,11 +11,14 @@ import math
 import numpy as np
 import pandas as pd
 
-from .stages import RUNTIME_FIELDS, StudentConfig
+from .data.procedural import ProceduralDepthDataset
+from .experiments import stage_run_dir
+from .sharpness import boundary_sharpness
+from .stages import HELDOUT_SEED, RUNTIME_FIELDS, StudentConfig, cache_dir, load_depth_model
 
 # %% auto #0
-__all__ = ['EVAL_SETS', 'PAPER_BENCHMARK', 'METRICS', 'scores', 'table_rows', 'paper_frame', 'same_schedule', 'better',
-           'direction']
+__all__ = ['EVAL_SETS', 'PAPER_BENCHMARK', 'METRICS', 'scores', 'table_rows', 'paper_frame', 'same_schedule', 'heldout_scenes',
+           'run_sharpness', 'better', 'direction']
 
 # %% ../nbs/52_ablation_tables.ipynb #3e9a58df
 EVAL_SETS = {"real": "procedural-real", "synthetic": "procedural-synthetic", "motorcycle": "motorcycle"}
@@ -55,6 +58,25 @@ def same_schedule(preset: str, encoder: str = "vits", student: dict | None = Non
     cfg = StudentConfig(preset=preset, encoder=encoder, **(student or {})).synthetic_only_config().resolved()
     params = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUNTIME_FIELDS and k != "preset"}
     return {**params, **changes}
+
+# %% ../nbs/52_ablation_tables.ipynb #cbb4b93f
+def heldout_scenes(eval_scenes: int, size: int, out_root: str = "") -> dict:
+    "The stages' held-out procedural scenes by style ('synthetic', 'real'): the sets `eval_sets_for` scores."
+    return {style: ProceduralDepthDataset(eval_scenes, size, style, seed=HELDOUT_SEED + (style == "real"),
+                                          cache_dir=cache_dir(out_root)) for style in ("synthetic", "real")}
+
+
+def run_sharpness(notebook: str, params: dict, preset: str, out_root: str, sets: dict, size: int) -> dict[str, float]:
+    "`<style>/f1`, `<style>/edge_acc`, `<style>/edge_comp` of the model.pt of the stage run with these parameters ({} if none)."
+    path = stage_run_dir(notebook, params, preset, out_root) / "model.pt"
+    if not path.is_file():
+        return {}
+    model = load_depth_model(path)
+    out = {}
+    for style, ds in sets.items():
+        sharp = boundary_sharpness(model, ds, size)
+        out |= {f"{style}/{k}": sharp[k] for k in ("f1", "edge_acc", "edge_comp")}
+    return out
 
 # %% ../nbs/52_ablation_tables.ipynb #053866bf
 def better(a: float, b: float, metric: str) -> bool | None:
