@@ -52,8 +52,8 @@ __all__ = ['MINI_ENCODERS', 'PRESETS', 'RUNTIME_FIELDS', 'PRESET_VALUES', 'READE
            'unlabeled_source', 'source_keys', 'prerender', 'with_target', 'TrainingView', 'CutMixView', 'RelativeLoss',
            'StudentModel', 'StudentLoss', 'MetricLoss', 'save_model', 'load_depth_model', 'load_encoder_weights',
            'new_model', 'run_lock', 'finished_run', 'run_stage', 'eval_sets_for', 'loss_figure', 'save_figure',
-           'relative_report', 'train_teacher', 'pseudo_label', 'frozen_encoder', 'train_student',
-           'show_metric_predictions', 'finetune_metric', 'evaluate', 'stage_main', 'main']
+           'relative_report', 'train_teacher', 'pseudo_label', 'frozen_encoder', 'FlaggedViews', 'student_views',
+           'train_student', 'show_metric_predictions', 'finetune_metric', 'evaluate', 'stage_main', 'main']
 
 # %% ../nbs/31_stages.ipynb #a321060a
 MINI_ENCODERS = {"vits": "mini-s", "vitb": "mini-b", "vitl": "mini-l", "vitg": "mini-g"}
@@ -148,6 +148,9 @@ class StageConfig:
 
     STAGE: ClassVar[str] = ""
     PRESET_VALUES: ClassVar[dict[str, dict[str, dict]]] = PRESET_VALUES  # {stage: {preset: {field: value}}}
+    # fields added after runs existed: left out of the identity while at these values, so older run folders keep
+    # their names (and are reused)
+    LATER_DEFAULTS: ClassVar[dict] = {}
     preset: str = "mini"  # "smoke" | "mini" | "paper"
     run_name: str = ""  # runs/<stage>/<run_name>/; "" → "<preset>-<hash of the configuration>"
     out_root: str = ""  # "" → <project>/runs (or $DEPTH_ANYTHING_RUNS)
@@ -175,7 +178,8 @@ class StageConfig:
     def identity(self) -> dict:
         "The resolved fields that determine the results (run-time fields left out)."
         d = dataclasses.asdict(self.resolved())
-        return {k: v for k, v in d.items() if k not in RUNTIME_FIELDS}
+        return {k: v for k, v in d.items() if k not in RUNTIME_FIELDS
+                and not (k in self.LATER_DEFAULTS and v == self.LATER_DEFAULTS[k])}
 
     def digest(self) -> str:
         return hashlib.sha1(json.dumps(self.identity(), sort_keys=True, default=str).encode()).hexdigest()[:8]
@@ -270,6 +274,7 @@ class StudentConfig(TrainingStageConfig):
     "Stage 3 (DAv2 §5, §7.4): a student trained purely on pseudo-labelled images."
 
     STAGE: ClassVar[str] = "train_student"
+    LATER_DEFAULTS: ClassVar[dict] = {"with_labeled": False, "labeled": None}
     encoder: str = "vits"  # vits | vitb | vitl | vitg
     labels: str = ""  # a pseudo-label store; "" → the pseudo_label run of this preset (made if missing)
     unlabeled: str | None = None  # the images the labels belong to (None: procedural "real" style)
@@ -287,6 +292,9 @@ class StudentConfig(TrainingStageConfig):
     strong_aug: bool = True  # colour jitter, grayscale, blur on the student's input (DAv1 §3.2)
     cutmix_p: float = 0.5  # probability of CutMix per sample (0: off)
     compare_synthetic_only: bool | None = None  # also train this student on the labeled synthetic set (Table 5)
+    with_labeled: bool = False  # also train on the labeled synthetic set of `synthetic_only_config` (Table 5's
+                                # "D^l + D^u" row, DAv1's recipe; Tables 10, 11); the paper's students: False
+    labeled: dict | None = None  # that labeled set: None → procedural synthetic style; else {reader: kwargs}
 
     def pseudo_label_config(self) -> PseudoLabelConfig:
         return self._upstream(PseudoLabelConfig(preset=self.preset, seed=self.seed),
@@ -304,7 +312,7 @@ class StudentConfig(TrainingStageConfig):
             size=r.size, steps=r.steps, batch_size=r.batch_size, lr=r.lr, head_lr_mult=r.head_lr_mult,
             optimizer=r.optimizer, weight_decay=r.weight_decay, schedule=r.schedule, warmup_steps=r.warmup_steps,
             amp=r.amp, output_bias=r.output_bias, gm_weight=self.gm_weight, alignment=r.alignment,
-            num_scenes=r.num_unlabeled)
+            num_scenes=r.num_unlabeled, labeled=self.labeled)
 
     def upstream(self):
         if not self.labels:
@@ -516,12 +524,30 @@ class StudentModel(nn.Module):
 
 
 class StudentLoss(RelativeLoss):
-    "Pseudo-label loss (top-10% ignored, CutMix regions) + `align_weight` × feature alignment to `frozen`."
+    "Pseudo-label loss (top-10% ignored, CutMix regions) + `align_weight` × feature alignment to `frozen`; rows flagged `exact` (labeled images) keep all their losses."
 
     def __init__(self, gm_weight: float = 2.0, ignore_largest: float = 0.1, frozen: nn.Module | None = None,
                  align_weight: float = 1.0, alignment: str = "least_squares"):
         super().__init__(gm_weight, ignore_largest, alignment)
         self.frozen, self.align_weight = frozen, align_weight
+        self.exact_labels = RelativeLoss(gm_weight, 0.0, alignment)  # precise labels: nothing ignored (§5.2)
+
+    def depth_terms(self, pred: torch.Tensor, batch: dict) -> dict:
+        exact = batch.get("exact")
+        if exact is None or not bool(exact.any()):
+            return super().depth_terms(pred, batch)
+        exact = exact.bool()
+        total = batch["valid"].bool().sum().clamp_min(1)
+        out = {"loss": 0.0, "ssi": 0.0, "gm": 0.0}
+        for rows, terms in ((exact, self.exact_labels.depth_terms), (~exact, super().depth_terms)):
+            if not bool(rows.any()):
+                continue
+            sub = {k: batch[k][rows] for k in ("target", "valid", "cutmix") if batch.get(k) is not None}
+            t = terms(pred[rows], sub)
+            w = sub["valid"].bool().sum() / total
+            for k in out:
+                out[k] = out[k] + w * t[k]
+        return out
 
     def __call__(self, model: nn.Module, batch: dict):
         self.bad.add(batch)
@@ -915,7 +941,7 @@ def pseudo_label(config: PseudoLabelConfig | None = None, **overrides) -> dict |
     cfg = dataclasses.replace(config or PseudoLabelConfig(), **overrides)
     return run_stage(cfg, _pseudo_label_body, _pseudo_label_finish, _pseudo_label_prepare)
 
-# %% ../nbs/31_stages.ipynb #8dc896fa
+# %% ../nbs/31_stages.ipynb #29351ae6
 def frozen_encoder(cfg: StudentConfig, student: DepthAnythingV2) -> nn.Module | None:
     "The frozen encoder the student's features are aligned to, or None (see above)."
     if not cfg.align_to:
@@ -941,6 +967,32 @@ def _student_source(cfg: StudentConfig):
                             seed=cfg.seed, out_root=cfg.out_root, gap=cfg.real_gap)
 
 
+class FlaggedViews(torch.utils.data.Dataset):
+    "A view dataset whose samples carry `exact`: True for precisely labeled images, False for pseudo-labelled ones."
+
+    def __init__(self, views, exact: bool):
+        self.views, self.exact = views, bool(exact)
+
+    def __len__(self):
+        return len(self.views)
+
+    def __getitem__(self, i: int) -> dict:
+        return {**self.views[i], "exact": self.exact}
+
+
+def student_views(cfg: StudentConfig, pseudo: torch.utils.data.Dataset) -> torch.utils.data.Dataset:
+    "The student's training views: pseudo-labelled (strong augmentation, CutMix), then — `with_labeled` — the labeled synthetic set's (plain crops)."
+    strong = StrongAugment() if cfg.strong_aug else None
+    views = CutMixView(TrainingView(SkipBadSamples(pseudo), TrainTransform(cfg.size, cfg.size, strong=strong)),
+                       cfg.cutmix_p)
+    if not cfg.with_labeled:
+        return views
+    r = cfg.synthetic_only_config().resolved()
+    data = labeled_dataset(r.labeled, num_scenes=r.num_scenes, size=cfg.size, seed=cfg.seed, out_root=cfg.out_root)
+    exact = CutMixView(TrainingView(SkipBadSamples(data), TrainTransform(cfg.size, cfg.size)), 0.0)
+    return torch.utils.data.ConcatDataset([FlaggedViews(views, False), FlaggedViews(exact, True)])
+
+
 def _student_body(cfg: StudentConfig, run_dir: Path):
     enc = stage_encoder(cfg.encoder, cfg.preset)
     source = _student_source(cfg)
@@ -951,14 +1003,12 @@ def _student_body(cfg: StudentConfig, run_dir: Path):
     if len(labeled) == 0:
         raise ValueError(f"none of the {len(source)} images has a label in {cfg.labels_dir()}; "
                          "were the labels made from this source?")
-    strong = StrongAugment() if cfg.strong_aug else None
-    views = TrainingView(SkipBadSamples(labeled), TrainTransform(cfg.size, cfg.size, strong=strong))
+    views = student_views(cfg, labeled)
     net = new_model(enc, cfg.output_bias, cfg.init_encoder, seed=cfg.seed)
     frozen = frozen_encoder(cfg, net)
     model = StudentModel(net, None if frozen is None else frozen.embed_dim, cfg.align_threshold)
     loss = StudentLoss(cfg.gm_weight, cfg.ignore_largest, frozen, cfg.align_weight, cfg.alignment)
-    trainer = Trainer(model, loss, CutMixView(views, cfg.cutmix_p), _train_config(cfg, run_dir, "model.pretrained."),
-                      collate_fn=collate_samples)
+    trainer = Trainer(model, loss, views, _train_config(cfg, run_dir, "model.pretrained."), collate_fn=collate_samples)
     if frozen is not None:
         frozen.to(trainer.device)
     trainer.fit()
