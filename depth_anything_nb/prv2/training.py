@@ -234,7 +234,13 @@ class CoarseConfig(PRV2Config, TrainFields):
     "Stage a: the coarse DAv2 metric model on whole downsampled images."
 
     STAGE: ClassVar[str] = "prv2_coarse"
+    # fields a coarse run never reads (the refiner's and the tiled inference's): left out of its identity, so that
+    # every refiner variant and encoder of a table shares one coarse run
+    NOT_READ: ClassVar[tuple[str, ...]] = ("refiner_encoder", "variant", "pretrained_encoder", "cai_mode", "process_num")
     init_depth: float | None = None  # from scratch: the output starts near this depth (last bias = logit(d / max_depth))
+
+    def identity(self) -> dict:
+        return {k: v for k, v in super().identity().items() if k not in self.NOT_READ}
 
 
 @dataclass
