@@ -15,6 +15,7 @@ from typing import Mapping
 import torch
 import torch.nn as nn
 
+from .atomic import atomic_path
 from .dpt import DepthAnythingV2
 from .encoder import ENCODER_CONFIGS, encoder_config
 
@@ -381,18 +382,6 @@ def load_model(
     return model.eval()
 
 # %% ../nbs/02_checkpoints.ipynb #3b9d6224
-def _atomic_write(path: Path, write) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
 def model_metadata(model: DepthAnythingV2) -> dict[str, str]:
     "String metadata describing a model's architecture (stored in safetensors headers)."
     head = model.depth_head
@@ -409,7 +398,9 @@ def save_safetensors(model_or_sd, path: str | os.PathLike, metadata: dict[str, s
     meta = model_metadata(model_or_sd) if isinstance(model_or_sd, DepthAnythingV2) else {}
     meta = {"format": "pt", **meta, **(metadata or {})}
     sd = _state_dict_of(model_or_sd)
-    return _atomic_write(Path(path), lambda tmp: save_file(sd, str(tmp), metadata=meta))
+    with atomic_path(path, suffix="") as tmp:
+        save_file(sd, str(tmp), metadata=meta)
+    return Path(path)
 
 
 def save_checkpoint(model_or_sd, path: str | os.PathLike) -> Path:
@@ -418,7 +409,9 @@ def save_checkpoint(model_or_sd, path: str | os.PathLike) -> Path:
     if path.suffix == ".safetensors":
         return save_safetensors(model_or_sd, path)
     sd = _state_dict_of(model_or_sd)
-    return _atomic_write(path, lambda tmp: torch.save(sd, tmp))
+    with atomic_path(path, suffix="") as tmp:
+        torch.save(sd, tmp)
+    return path
 
 # %% ../nbs/02_checkpoints.ipynb #8059efc0
 def _integral(value: float, name: str) -> int:

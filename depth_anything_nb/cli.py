@@ -46,7 +46,7 @@ class Subcommand:
 
 
 SUBCOMMANDS: dict[str, Subcommand] = {}
-SUBCOMMAND_MODULES: list[str] = []  # modules that register more subcommands when imported (e.g. refine)
+SUBCOMMAND_MODULES: list[str] = ["depth_anything_nb.prv2.cli"]  # modules that register more subcommands when imported (`refine`)
 
 
 class CLIError(Exception):

@@ -11,7 +11,6 @@ import io
 import json
 import math
 import os
-import secrets
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -21,15 +20,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .atomic import atomic_path, atomic_write_bytes
 from .preprocess import PATCH_SIZE, fit_size, prepare_image
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'GRAYSCALE_NAMES', 'KITTI_DEPTH_SCALE', 'UINT16_MAX', 'select_device', 'model_device',
-           'resize_depth', 'infer_image', 'parse_amp_dtype', 'iter_predictions', 'predict', 'ImageReadError',
-           'decode_image', 'read_image', 'atomic_output', 'atomic_write_bytes', 'write_image', 'write_npy',
-           'finite_range', 'is_flat', 'normalize_depth', 'colormap_lut', 'colorize', 'side_by_side',
-           'encode_depth_png16', 'png16_sidecar_path', 'write_depth_png16', 'read_depth_png16', 'camera_intrinsics',
-           'inverse_depth_to_depth', 'depth_to_points', 'write_ply', 'read_ply']
+__all__ = ['IMAGE_SUFFIXES', 'atomic_output', 'GRAYSCALE_NAMES', 'KITTI_DEPTH_SCALE', 'UINT16_MAX', 'select_device',
+           'model_device', 'resize_depth', 'infer_image', 'parse_amp_dtype', 'iter_predictions', 'predict',
+           'ImageReadError', 'decode_image', 'read_image', 'write_image', 'write_npy', 'finite_range', 'is_flat',
+           'normalize_depth', 'colormap_lut', 'colorize', 'side_by_side', 'encode_depth_png16', 'png16_sidecar_path',
+           'write_depth_png16', 'read_depth_png16', 'camera_intrinsics', 'inverse_depth_to_depth', 'depth_to_points',
+           'write_ply', 'read_ply', 'atomic_write_bytes']
 
 # %% ../nbs/04_inference.ipynb #c4f59e72
 def select_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -318,25 +318,8 @@ def read_image(path: str | os.PathLike, min_size: int = PATCH_SIZE) -> np.ndarra
     return decode_image(data, path, min_size)
 
 # %% ../nbs/04_inference.ipynb #12e630df
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    "Yield a temporary path beside `path` (same suffix); on success it replaces `path`, on error it is removed."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{secrets.token_hex(4)}.tmp{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    "Write `data` to `path` atomically (temporary file + `os.replace`)."
-    with atomic_output(path) as tmp:
-        tmp.write_bytes(data)
-    return Path(path)
+atomic_output = atomic_path  # the name the CLI and older code use
+_all_ = ["atomic_write_bytes"]
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import torch
 
+from .atomic import atomic_path, atomic_write_bytes, remove_stale_temps
 from .data.core import DatasetError, make_sample
 
 # %% auto #0
@@ -107,21 +108,6 @@ def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
     return ti
 
 
-def _atomic_write(path: Path, write: Callable, fsync: bool = True):
-    "Call write(file) on `<dir>/.<name>.tmp-<pid>` and rename it to `path`: `path` is never seen half-written."
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def read_shard_index(shard: Path) -> dict:
     "Rebuild a shard's index from the tar itself (used when the index file is missing)."
     entries = {}
@@ -156,9 +142,8 @@ class PseudoLabelWriter:
         self.root, self.rank, self.world_size = Path(root), rank, world_size
         self.shard_size, self.encoding, self.png_level, self.prefix, self.fsync = shard_size, encoding, png_level, prefix, fsync
         self.root.mkdir(parents=True, exist_ok=True)
-        for tmp in self.root.glob(f".{prefix}-r{rank:05d}-*.tmp-*"):  # a crashed write of this rank: discard it
-            _log.warning("discarding unfinished shard %s", tmp)
-            tmp.unlink(missing_ok=True)
+        for tmp in remove_stale_temps(self.root, f"{prefix}-r{rank:05d}-*"):  # a killed write of this rank
+            _log.warning("discarded unfinished shard %s", tmp)
         store = PseudoLabelStore(self.root, prefix=prefix)
         self.done = set(store.keys())
         mine = [int(m["seq"]) for p in self.root.glob(f"{prefix}-r{rank:05d}-*.tar") if (m := _SHARD.match(p.name))]
@@ -203,19 +188,16 @@ class PseudoLabelWriter:
         path = self.root / shard_name(self.prefix, self.rank, self.seq)
         ext = ".npy" if self.encoding == "float16" else ".png"
         entries = {}
-
-        def write(f):
-            with tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-                for key, data, meta in self.buffer:
-                    stem = member_name(key)
-                    offset = self._add_member(tar, stem + ext, data)
-                    info = json.dumps({"key": key, "ext": ext, "meta": meta}, sort_keys=True).encode()
-                    self._add_member(tar, stem + ".json", info)
-                    entries[key] = {"member": stem + ext, "offset": offset, "size": len(data), "meta": meta}
-
-        _atomic_write(path, write, self.fsync)
+        with atomic_path(path, suffix="", fsync=self.fsync) as tmp, open(tmp, "wb") as f, \
+                tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for key, data, meta in self.buffer:
+                stem = member_name(key)
+                offset = self._add_member(tar, stem + ext, data)
+                info = json.dumps({"key": key, "ext": ext, "meta": meta}, sort_keys=True).encode()
+                self._add_member(tar, stem + ".json", info)
+                entries[key] = {"member": stem + ext, "offset": offset, "size": len(data), "meta": meta}
         index = json.dumps({"shard": path.name, "entries": entries}, sort_keys=True).encode()
-        _atomic_write(path.with_suffix(".tar.idx.json"), lambda f: f.write(index), self.fsync)
+        atomic_write_bytes(path.with_suffix(".tar.idx.json"), index, fsync=self.fsync)
         self.done.update(entries)
         self.written += len(entries)
         self.buffer, self.seq = [], self.seq + 1

@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .atomic import atomic_write_json
 from .checkpoints import load_model
 from .data.core import BadDataReport, DatasetError, SkipBadSamples, collate_samples
 from .data.custom import CustomDepthDataset
@@ -591,11 +592,8 @@ def new_model(encoder: str, output_bias: float | None = None, init_encoder: str 
 
 # %% ../nbs/31_stages.ipynb #c97d64ec
 def _atomic_json(path: Path, obj) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
-    return path
+    "`obj` as indented JSON at `path`, written atomically (one implementation: `atomic_write_json`)."
+    return atomic_write_json(path, obj, indent=1, default=str)
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
+from .atomic import atomic_path, atomic_write_json, atomic_write_text, remove_stale_temps
 from .distributed import (DistInfo, ResumableSampler, all_gather_objects, config_from_argv,
                                            init_distributed, reduce_mean)
 
@@ -318,25 +319,10 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def atomic_save(obj, path: str | os.PathLike) -> Path:
-    "`torch.save` to a temporary file beside `path`, fsync, then `os.replace` onto `path`."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):  # persist the rename itself
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    return path
+    "`torch.save` through `atomic_path`: a temporary file beside `path`, fsynced, then `os.replace`d onto `path`."
+    with atomic_path(path, suffix="") as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
 
 
 def list_checkpoints(directory: str | os.PathLike) -> list[Path]:
@@ -470,22 +456,17 @@ class MetricLogger:
 
     def _write_csv(self, records: list[dict]):
         self.columns = list(dict.fromkeys(k for r in records for k in r))
-        tmp = self.csv.with_name(f".{self.csv.name}.tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic_path(self.csv) as tmp, open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, self.columns)
             w.writeheader()
             w.writerows(records)
-        os.replace(tmp, self.csv)
 
     def truncate_after(self, step: int):
         "Drop records with a step beyond `step` (left by a run that was killed after its last checkpoint)."
         if not self.enabled:
             return
         records = [r for r in read_log(self.jsonl) if r.get("step", 0) <= step]
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.jsonl.with_name(f".{self.jsonl.name}.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-        os.replace(tmp, self.jsonl)
+        atomic_write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in records))
         self._write_csv(records)
 
     def log(self, record: dict):
@@ -703,8 +684,7 @@ class Trainer:
         if not self.dist.is_main:
             return None
         path = atomic_save(state, self.ckpt_dir / f"ckpt_{self.step:08d}.pt")
-        for stale in self.ckpt_dir.glob(".ckpt_*.tmp-*"):  # left by a writer that was killed
-            stale.unlink(missing_ok=True)
+        remove_stale_temps(self.ckpt_dir, "ckpt_*.pt")  # left by a writer that was killed
         for old in list_checkpoints(self.ckpt_dir)[:-max(self.config.keep_checkpoints, 1)]:
             old.unlink(missing_ok=True)
         return path
@@ -808,10 +788,9 @@ class Trainer:
             self._log = MetricLogger(self.out_dir, "metrics", main, cfg.tensorboard)
             self._eval_log = MetricLogger(self.out_dir, "eval", main, cfg.tensorboard)
             if main:
-                self.out_dir.mkdir(parents=True, exist_ok=True)
-                (self.out_dir / "config.json").write_text(json.dumps(
-                    {**dataclasses.asdict(self.config), "world_size": self.world_size,
-                     "global_batch": self.global_batch, "total_steps": self.total_steps}, indent=1))
+                atomic_write_json(self.out_dir / "config.json", {
+                    **dataclasses.asdict(self.config), "world_size": self.world_size,
+                    "global_batch": self.global_batch, "total_steps": self.total_steps}, indent=1)
                 self._log.truncate_after(self.step)
                 self._eval_log.truncate_after(self.step)
             self._info(f"training on {self.world_size} × {self.device}: global batch {self.global_batch}, "

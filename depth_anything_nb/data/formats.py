@@ -8,42 +8,26 @@ from __future__ import annotations
 import json
 import os
 import struct
-from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
 import h5py
 import numpy as np
 
+from ..atomic import atomic_path, atomic_write_bytes
 from .core import DatasetError
 
 # %% auto #0
-__all__ = ['SINTEL_TAG', 'ETH3D_SHAPE', 'MAT73_HEADER', 'U4K_SHAPE', 'DEPTH_EXTENSIONS', 'atomic_path', 'decode_rgb', 'read_rgb',
-           'write_rgb', 'read_png16', 'write_png16', 'read_pfm', 'write_pfm', 'read_sintel_dpt', 'write_sintel_dpt',
+__all__ = ['SINTEL_TAG', 'ETH3D_SHAPE', 'MAT73_HEADER', 'U4K_SHAPE', 'DEPTH_EXTENSIONS', 'decode_rgb', 'read_rgb', 'write_rgb',
+           'read_png16', 'write_png16', 'read_pfm', 'write_pfm', 'read_sintel_dpt', 'write_sintel_dpt',
            'read_sintel_cam', 'write_sintel_cam', 'read_eth3d_depth', 'write_eth3d_depth', 'read_exr', 'write_exr',
            'read_hdf5', 'write_hdf5', 'is_mat_v73', 'write_mat_v73', 'read_mat', 'read_mvsnet_cam', 'write_mvsnet_cam',
            'read_json', 'read_cityscapes_camera', 'write_cityscapes_camera', 'read_u4k_extrinsics',
            'write_u4k_extrinsics', 'read_colmap_cameras', 'read_colmap_image_cameras', 'read_raw_bgr', 'write_raw_bgr',
-           'read_npy', 'write_npy', 'upsample_nearest', 'read_depth_file']
+           'read_npy', 'write_npy', 'upsample_nearest', 'read_depth_file', 'atomic_path']
 
 # %% ../../nbs/24_formats.ipynb #3bc4d0d2
-@contextmanager
-def atomic_path(path, suffix: str | None = None):
-    "Yield a temporary sibling of `path` to write; it is renamed onto `path` on success and removed on failure."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix if suffix is None else suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _atomic_write_bytes(path, data: bytes) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    return Path(path)
+_all_ = ["atomic_path"]  # the shared atomic writer (06_atomic_files), importable from here as before
 
 
 def _read_bytes(path) -> bytes:
@@ -83,7 +67,7 @@ def write_rgb(path, rgb: np.ndarray, quality: int = 95) -> Path:
     ok, buf = cv2.imencode(ext, bgr, params)
     if not ok:
         raise DatasetError(path, "cannot encode image")
-    return _atomic_write_bytes(path, buf.tobytes())
+    return atomic_write_bytes(path, buf.tobytes())
 
 # %% ../../nbs/24_formats.ipynb #c2280512
 def read_png16(path) -> np.ndarray:
@@ -101,7 +85,7 @@ def write_png16(path, arr: np.ndarray) -> Path:
     arr = np.asarray(arr)
     if arr.dtype != np.uint16 or arr.ndim != 2:
         raise ValueError(f"write_png16 wants HxW uint16, got {arr.dtype} {arr.shape}")
-    return _atomic_write_bytes(path, _encode(path, arr, ".png"))
+    return atomic_write_bytes(path, _encode(path, arr, ".png"))
 
 # %% ../../nbs/24_formats.ipynb #7c9fff42
 def _header_tokens(f, n: int, path) -> list[bytes]:
@@ -152,7 +136,7 @@ def write_pfm(path, arr: np.ndarray, little_endian: bool = True) -> Path:
     h, w = arr.shape[:2]
     header = f"{'PF' if c == 3 else 'Pf'}\n{w} {h}\n{-1.0 if little_endian else 1.0}\n".encode()
     body = np.ascontiguousarray(arr[::-1]).astype("<f4" if little_endian else ">f4").tobytes()
-    return _atomic_write_bytes(path, header + body)
+    return atomic_write_bytes(path, header + body)
 
 # %% ../../nbs/24_formats.ipynb #8c472483
 SINTEL_TAG = 202021.25
@@ -172,7 +156,7 @@ def read_sintel_dpt(path) -> np.ndarray:
 def write_sintel_dpt(path, depth: np.ndarray) -> Path:
     depth = np.asarray(depth, "<f4")
     h, w = depth.shape
-    return _atomic_write_bytes(path, struct.pack("<fii", SINTEL_TAG, w, h) + depth.tobytes())
+    return atomic_write_bytes(path, struct.pack("<fii", SINTEL_TAG, w, h) + depth.tobytes())
 
 
 def read_sintel_cam(path) -> tuple[np.ndarray, np.ndarray]:
@@ -186,7 +170,7 @@ def read_sintel_cam(path) -> tuple[np.ndarray, np.ndarray]:
 
 def write_sintel_cam(path, K: np.ndarray, pose: np.ndarray) -> Path:
     body = np.concatenate([np.asarray(K, "<f8").ravel(), np.asarray(pose, "<f8").ravel()])
-    return _atomic_write_bytes(path, struct.pack("<f", SINTEL_TAG) + body.tobytes())
+    return atomic_write_bytes(path, struct.pack("<f", SINTEL_TAG) + body.tobytes())
 
 # %% ../../nbs/24_formats.ipynb #883901c3
 ETH3D_SHAPE = (4032, 6048)
@@ -205,7 +189,7 @@ def read_eth3d_depth(path, shape: tuple[int, int] = ETH3D_SHAPE) -> np.ndarray:
 
 
 def write_eth3d_depth(path, depth: np.ndarray) -> Path:
-    return _atomic_write_bytes(path, np.asarray(depth, "<f4").tobytes())
+    return atomic_write_bytes(path, np.asarray(depth, "<f4").tobytes())
 
 # %% ../../nbs/24_formats.ipynb #ecf80f01
 def _openexr():
@@ -336,7 +320,7 @@ def write_mvsnet_cam(path, extrinsic, intrinsic, depth_min: float, depth_interva
     tail = [f"{depth_min:.9g}", f"{depth_interval:.9g}"]
     if depth_num is not None:
         tail += [str(int(depth_num)), f"{depth_max:.9g}"]
-    return _atomic_write_bytes(path, ("\n".join(rows + [" ".join(tail)]) + "\n").encode())
+    return atomic_write_bytes(path, ("\n".join(rows + [" ".join(tail)]) + "\n").encode())
 
 
 def read_json(path):
@@ -360,7 +344,7 @@ def read_cityscapes_camera(path) -> dict:
 def write_cityscapes_camera(path, baseline: float, fx: float, fy: float, u0: float, v0: float) -> Path:
     cam = {"extrinsic": {"baseline": baseline, "pitch": 0.038, "roll": 0.0, "x": 1.7, "y": 0.1, "yaw": -0.0195,
                          "z": 1.18}, "intrinsic": {"fx": fx, "fy": fy, "u0": u0, "v0": v0}}
-    return _atomic_write_bytes(path, json.dumps(cam, indent=2).encode())
+    return atomic_write_bytes(path, json.dumps(cam, indent=2).encode())
 
 
 def read_u4k_extrinsics(path) -> tuple[np.ndarray, np.ndarray]:
@@ -374,7 +358,7 @@ def read_u4k_extrinsics(path) -> tuple[np.ndarray, np.ndarray]:
 
 def write_u4k_extrinsics(path, K, pose) -> Path:
     rows = [" ".join(f"{v:.9g}" for v in np.ravel(m)) for m in (K, pose)]
-    return _atomic_write_bytes(path, ("\n".join(rows) + "\n").encode())
+    return atomic_write_bytes(path, ("\n".join(rows) + "\n").encode())
 
 
 def read_colmap_cameras(path) -> dict[int, dict]:
@@ -421,7 +405,7 @@ def read_raw_bgr(path, shape: tuple[int, int] = U4K_SHAPE) -> np.ndarray:
 
 
 def write_raw_bgr(path, rgb: np.ndarray) -> Path:
-    return _atomic_write_bytes(path, np.ascontiguousarray(np.asarray(rgb, np.uint8)[..., ::-1]).tobytes())
+    return atomic_write_bytes(path, np.ascontiguousarray(np.asarray(rgb, np.uint8)[..., ::-1]).tobytes())
 
 
 def read_npy(path, key: str | None = None) -> np.ndarray:
@@ -447,7 +431,7 @@ def write_npy(path, arr: np.ndarray) -> Path:
 
     buf = io.BytesIO()
     np.save(buf, arr)
-    return _atomic_write_bytes(path, buf.getvalue())
+    return atomic_write_bytes(path, buf.getvalue())
 
 # %% ../../nbs/24_formats.ipynb #2b1814a9
 def upsample_nearest(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:

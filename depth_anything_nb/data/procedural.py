@@ -10,7 +10,6 @@ import hashlib
 import logging
 import math
 import os
-import tempfile
 from dataclasses import dataclass, fields
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -19,6 +18,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..atomic import atomic_path
 from .core import make_sample
 
 # %% auto #0
@@ -1026,19 +1026,6 @@ RENDER_VERSION = 1  # bump when rendering changes, so that caches of older rende
 _log = logging.getLogger(__name__)
 
 
-def _atomic_savez(path: Path, **arrays):
-    "Write an .npz so that `path` either does not exist or is complete (temp file in the same folder + os.replace)."
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class ProceduralDepthDataset(torch.utils.data.Dataset):
     "`n` procedural scenes with exact depth: sample i is scene f(seed, i) of `style`, rendered at `size`, optionally cached."
 
@@ -1087,7 +1074,8 @@ class ProceduralDepthDataset(torch.utils.data.Dataset):
                 _log.warning("re-rendering %s: unreadable cache file (%s)", path, e)
         image, depth, K = render(self.scene(i), self.size, self.supersample)
         if path is not None:
-            _atomic_savez(path, image=image, depth=depth, intrinsics=np.asarray(K))
+            with atomic_path(path, fsync=False) as tmp:  # a cache: a file damaged by a power cut is re-rendered
+                np.savez_compressed(tmp, image=image, depth=depth, intrinsics=np.asarray(K))
         return image, depth, K
 
     def __getitem__(self, i: int) -> dict:

@@ -19,7 +19,8 @@ import torch
 
 from .core import (BadDataReport, DatasetError, DepthDataset, logger, make_sample, read_list_file,
                                          resolve)
-from .formats import atomic_path, decode_rgb, read_rgb
+from ..atomic import atomic_path, atomic_write_json, remove_stale_temps
+from .formats import decode_rgb, read_rgb
 
 # %% auto #0
 __all__ = ['IMAGE_EXTENSIONS', 'INDEX_NAME', 'list_images', 'ImageFolder', 'split_member_name', 'read_shard_index', 'ShardWriter',
@@ -64,11 +65,6 @@ def split_member_name(name: str) -> tuple[str, str]:
     return posixpath.join(d, stem) if d else stem, ext.lower()
 
 
-def _atomic_json(path: Path, obj) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=1))
-
-
 def read_shard_index(folder) -> dict:
     "The `shards.json` of a shard folder (empty if none)."
     p = Path(folder) / INDEX_NAME
@@ -81,16 +77,21 @@ class ShardWriter:
     def __init__(self, out_dir, prefix: str = "shard", max_count: int = 10_000, max_bytes: int = 1 << 30):
         self.out_dir, self.prefix, self.max_count, self.max_bytes = Path(out_dir), prefix, max_count, max_bytes
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        for pattern in (f"{prefix}-*.tar", INDEX_NAME):  # temporaries of a killed packer
+            for tmp in remove_stale_temps(self.out_dir, pattern):
+                logger.warning("discarded unfinished %s", tmp)
         self.index = read_shard_index(self.out_dir)
-        self._tar = self._tmp = None
+        self._tar = self._commit = None
         self._count = self._bytes = 0
         self.next_source = self.index["shards"][-1]["next_source"] if self.index["shards"] else 0
 
     def _open(self):
         n = len(self.index["shards"])
         self._name = f"{self.prefix}-{n:06d}.tar"
-        self._tmp = self.out_dir / f".{self._name}.tmp{os.getpid()}"
-        self._tar = tarfile.open(self._tmp, "w", format=tarfile.PAX_FORMAT)
+        # held open across write() calls: entered here, left in flush() (rename) or __exit__ (on error: delete);
+        # the temporary does not end in .tar, so a glob of finished shards never picks it up
+        self._commit = atomic_path(self.out_dir / self._name, suffix="")
+        self._tar = tarfile.open(self._commit.__enter__(), "w", format=tarfile.PAX_FORMAT)
         self._count = self._bytes = 0
 
     def write(self, key: str, files: dict[str, bytes], source_index: int | None = None) -> None:
@@ -115,9 +116,9 @@ class ShardWriter:
         if self._tar is None:
             return
         self._tar.close()
-        os.replace(self._tmp, self.out_dir / self._name)
+        self._commit.__exit__(None, None, None)  # fsync, rename into place
         self.index["shards"].append(dict(name=self._name, count=self._count, next_source=self.next_source))
-        _atomic_json(self.out_dir / INDEX_NAME, self.index)
+        atomic_write_json(self.out_dir / INDEX_NAME, self.index, indent=1)
         self._tar = None
 
     def close(self) -> None:
@@ -126,12 +127,12 @@ class ShardWriter:
     def __enter__(self):
         return self
 
-    def __exit__(self, exc_type, *_):
+    def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
             self.close()
         elif self._tar is not None:  # an interrupted shard never becomes visible
             self._tar.close()
-            self._tmp.unlink(missing_ok=True)
+            self._commit.__exit__(exc_type, exc, tb)  # deletes the temporary
 
 # %% ../../nbs/28_unlabeled.ipynb #4fbbda4c
 def pack_images(

@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_write_json
 from ..data.core import DatasetError
 from ..distributed import (cleanup_distributed, config_from_argv, config_to_argv, launch_torchrun,
                                            launched_by_torchrun)
@@ -602,12 +603,8 @@ def metrics_table(results: dict[str, dict], keys=REPORT_KEYS) -> str:
 
 # %% ../../nbs/44_prv2_training.ipynb #d12e2874
 def _atomic_json(path: Path, obj) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
-    return path
+    "`obj` as indented JSON at `path`, written atomically (one implementation: `atomic_write_json`)."
+    return atomic_write_json(path, obj, indent=1, default=str)
 
 
 @contextlib.contextmanager
