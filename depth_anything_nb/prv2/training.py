@@ -293,6 +293,7 @@ class FinetuneRealConfig(PRV2Config, TrainFields):
     encoder_lr_mult: float | None = None
     coarse_lr_mult: float | None = None
     real_steps: int | None = None  # steps of the real-domain training that precedes DSD (0: start from the teacher)
+    teacher_steps: int | None = None  # steps of the synthetic end-to-end teacher (None: the preset's e2e schedule)
 
     def upstream(self):
         teacher_config(self).run()
@@ -322,7 +323,7 @@ def pretrain_config(cfg: PRV2Config) -> PretrainConfig:
 
 def teacher_config(cfg: PRV2Config) -> E2EConfig:
     "The synthetic end-to-end model: the DSD teacher (the paper uses a PR-V1 teacher on the same base)."
-    return cfg.derive(E2EConfig, domain="synthetic")
+    return cfg.derive(E2EConfig, domain="synthetic", steps=getattr(cfg, "teacher_steps", None))
 
 
 def real_config(cfg: FinetuneRealConfig) -> E2EConfig:
