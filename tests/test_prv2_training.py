@@ -253,3 +253,28 @@ def test_stage_notebook_parameters_are_the_config_fields(notebook, cls):
                 if isinstance(node, ast.Assign) for t in node.targets}
     built = prv2.config_from_params(getattr(prv2, cls), defaults)
     assert built == getattr(prv2, cls)()  # the notebook's defaults are the config's defaults
+
+
+def test_refiner_variants_share_one_coarse_run_and_pr_v1_baseline(runs):
+    "Every refiner encoder/variant reads the same coarse run; `pr_v1` (Tables 1/2) trains the V1 refiner on it."
+    from depth_anything_nb.prv2.model import PRV1Refiner
+
+    root, _ = runs
+    variants = [smoke(prv2.E2EConfig, root, refiner_encoder=e, variant=v, np_load="none")
+                for e in ("mini", "mini_convnext") for v in ("full", "f2c_only")]
+    assert len({prv2.coarse_config(c).digest() for c in variants}) == 1
+    with pytest.raises(ValueError, match="no noisy pretraining"):
+        smoke(prv2.E2EConfig, root, refiner_encoder=prv2.PR_V1).resolved()
+    result = prv2.train_e2e(smoke(prv2.E2EConfig, root, refiner_encoder=prv2.PR_V1, np_load="none", train_coarse=False))
+    model = prv2.load_model(Path(result["run_dir"]) / "model.pt")
+    assert isinstance(model.refiner, PRV1Refiner) and len(list((root / "prv2_coarse").iterdir())) == 1
+    coarse = prv2.load_model(root / "prv2_coarse" / next((root / "prv2_coarse").iterdir()).name / "model.pt")
+    assert all(torch.equal(a, b) for a, b in zip(model.coarse.state_dict().values(), coarse.state_dict().values()))
+
+
+def test_teacher_steps(tmp_path):
+    "`teacher_steps` picks the synthetic teacher run of a DSD configuration (None: the preset's schedule)."
+    plain = prv2.teacher_config(smoke(prv2.FinetuneRealConfig, tmp_path)).resolved()
+    short = prv2.teacher_config(smoke(prv2.FinetuneRealConfig, tmp_path, teacher_steps=1)).resolved()
+    assert plain.steps == prv2.PRESET_VALUES["prv2_e2e"]["smoke"]["steps"] and short.steps == 1
+    assert short.run_dir() == smoke(prv2.E2EConfig, tmp_path, steps=1).resolved().run_dir()

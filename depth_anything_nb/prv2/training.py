@@ -28,7 +28,7 @@ from ..metrics import (METRIC_PROTOCOLS, MetricAccumulator, MetricDepthProtocol,
                                        resize_prediction)
 from .data import (HELDOUT_SEED, PRV2TrainingSet, RealDomainGT, RealGT, highres_scenes,
                                          write_offline_pseudo_labels)
-from .model import DAv2Coarse, PatchRefiner
+from .model import DAv2Coarse, PatchRefiner, PRV1Refiner
 from .refiner import PRV2Refiner, RefinerConfig
 from ..stages import (PRESETS, RUNTIME_FIELDS, StageConfig, _atomic_json, cache_dir,
                                      config_from_params, finished_run, loss_figure, project_root, run_lock, runs_root,
@@ -36,11 +36,11 @@ from ..stages import (PRESETS, RUNTIME_FIELDS, StageConfig, _atomic_json, cache_
 from ..training import Trainer, TrainConfig, atomic_save, read_state_dict
 
 # %% auto #0
-__all__ = ['PRESET_VALUES', 'PSEUDO_LABEL_LOSSES', 'BOUNDARY_KEYS', 'REPORT_KEYS', 'LOWER_IS_BETTER', 'STAGES', 'STAGE_ALIASES',
-           'PRV2Config', 'TrainFields', 'CoarseConfig', 'PretrainConfig', 'E2EConfig', 'FinetuneRealConfig',
-           'EvaluateConfig', 'coarse_config', 'pretrain_config', 'teacher_config', 'real_config', 'training_scenes',
-           'heldout_scenes', 'training_set', 'prerender', 'coarse_arch', 'refiner_config', 'build_coarse',
-           'build_model', 'save_model', 'load_model', 'NoisyPretraining', 'WholeImageLoss', 'PatchLoss',
+__all__ = ['PRESET_VALUES', 'PR_V1', 'PSEUDO_LABEL_LOSSES', 'BOUNDARY_KEYS', 'REPORT_KEYS', 'LOWER_IS_BETTER', 'STAGES',
+           'STAGE_ALIASES', 'PRV2Config', 'TrainFields', 'CoarseConfig', 'PretrainConfig', 'E2EConfig',
+           'FinetuneRealConfig', 'EvaluateConfig', 'coarse_config', 'pretrain_config', 'teacher_config', 'real_config',
+           'training_scenes', 'heldout_scenes', 'training_set', 'prerender', 'coarse_arch', 'refiner_config',
+           'build_coarse', 'build_model', 'save_model', 'load_model', 'NoisyPretraining', 'WholeImageLoss', 'PatchLoss',
            'pseudo_label_loss', 'DSDPatchLoss', 'procedural_protocol', 'eval_protocol', 'image_tensor',
            'coarse_predictor', 'refined_predictor', 'noisy_pretraining_predictor', 'patchrefiner_predictors',
            'predictors_for', 'gt_boundaries', 'evaluate_predictors', 'metrics_table', 'run_stage', 'train_config',
@@ -123,7 +123,7 @@ class PRV2Config(StageConfig):
     max_depth: float | None = None  # metric range of the coarse model and of every loss / metric
     process_shape: list | None = None  # coarse and patch processing size (DAv2: 448×448)
     patch_split_num: list | None = None  # [P_h, P_w]: each patch is image_shape / P
-    refiner_encoder: str | None = None  # M | E | C | mini | any timm name
+    refiner_encoder: str | None = None  # M | E | C | mini | any timm name | pr_v1 (PatchRefiner V1 baseline)
     variant: str | None = None  # full | f2c_only | heavy_f2c | self_agg | coarse_fusion (Table 4)
     pretrained_encoder: bool | None = None  # timm ImageNet weights for the refiner encoder
     cai_mode: str | None = None  # tiled-inference mode of evaluations: m1 | m2 | rN
@@ -178,7 +178,13 @@ class CoarseConfig(PRV2Config, TrainFields):
     "Stage a: the coarse DAv2 metric model on whole downsampled images."
 
     STAGE: ClassVar[str] = "prv2_coarse"
+    # fields a coarse run never reads (the refiner's and the tiled inference's): left out of its identity, so that
+    # every refiner variant and encoder of a table shares one coarse run
+    NOT_READ: ClassVar[tuple[str, ...]] = ("refiner_encoder", "variant", "pretrained_encoder", "cai_mode", "process_num")
     init_depth: float | None = None  # from scratch: the output starts near this depth (last bias = logit(d / max_depth))
+
+    def identity(self) -> dict:
+        return {k: v for k, v in super().identity().items() if k not in self.NOT_READ}
 
 
 @dataclass
@@ -187,6 +193,9 @@ class PretrainConfig(PRV2Config, TrainFields):
 
     STAGE: ClassVar[str] = "prv2_pretrain"
     encoder_lr_mult: float | None = None  # refiner encoder lr × (official 0.1)
+
+
+PR_V1 = "pr_v1"  # refiner_encoder of the PatchRefiner V1 baseline: a copy of the trained coarse model + F2C
 
 
 @dataclass
@@ -200,6 +209,12 @@ class E2EConfig(PRV2Config, TrainFields):
     coarse_lr_mult: float | None = None  # coarse branch lr × (official DAv2: 1/30; ZoeDepth: 0.1)
     coarse_decay_mult: float | None = None  # coarse branch weight decay × (official 1000)
     init: str = ""  # a PatchRefiner model.pt to start from instead of coarse + NP (real-domain training)
+
+    def _check(self):
+        super()._check()
+        if self.refiner_encoder == PR_V1 and self.np_load != "none" and not self.init:
+            raise ValueError(f"refiner_encoder={PR_V1!r} (the PatchRefiner V1 refiner) has no noisy pretraining: "
+                             "pass np_load='none'")
 
     def upstream(self):
         if self.init:
@@ -221,6 +236,7 @@ class FinetuneRealConfig(PRV2Config, TrainFields):
     encoder_lr_mult: float | None = None
     coarse_lr_mult: float | None = None
     real_steps: int | None = None  # steps of the real-domain training that precedes DSD (0: start from the teacher)
+    teacher_steps: int | None = None  # steps of the synthetic end-to-end teacher (None: the preset's e2e schedule)
 
     def upstream(self):
         teacher_config(self).run()
@@ -250,7 +266,7 @@ def pretrain_config(cfg: PRV2Config) -> PretrainConfig:
 
 def teacher_config(cfg: PRV2Config) -> E2EConfig:
     "The synthetic end-to-end model: the DSD teacher (the paper uses a PR-V1 teacher on the same base)."
-    return cfg.derive(E2EConfig, domain="synthetic")
+    return cfg.derive(E2EConfig, domain="synthetic", steps=getattr(cfg, "teacher_steps", None))
 
 
 def real_config(cfg: FinetuneRealConfig) -> E2EConfig:
@@ -333,8 +349,12 @@ def build_model(arch: dict) -> nn.Module:
     if kind == "np_refiner":
         return PRV2Refiner.for_noisy_pretraining(_refiner_cfg(arch["refiner"]))
     if kind == "patchrefiner":
-        return PatchRefiner(build_coarse(arch["coarse"]), PRV2Refiner(_refiner_cfg(arch["refiner"])),
-                            train_coarse=arch.get("train_coarse", True))
+        coarse = build_coarse(arch["coarse"])
+        if arch["refiner"].get("kind") == PR_V1:
+            refiner = PRV1Refiner.from_coarse(coarse)
+        else:
+            refiner = PRV2Refiner(_refiner_cfg(arch["refiner"]))
+        return PatchRefiner(coarse, refiner, train_coarse=arch.get("train_coarse", True))
     raise ValueError(f"unknown model kind {kind!r} (coarse | np_refiner | patchrefiner)")
 
 
@@ -640,7 +660,8 @@ def noisy_pretrain(config: PretrainConfig | None = None, **overrides) -> dict | 
 
 # %% ../../nbs/44_prv2_training.ipynb #1af0ca3c
 def patchrefiner_arch(cfg: PRV2Config) -> dict:
-    return {"kind": "patchrefiner", "coarse": coarse_arch(cfg), "refiner": dataclasses.asdict(refiner_config(cfg)),
+    refiner = {"kind": PR_V1} if cfg.refiner_encoder == PR_V1 else dataclasses.asdict(refiner_config(cfg))
+    return {"kind": "patchrefiner", "coarse": coarse_arch(cfg), "refiner": refiner,
             "train_coarse": getattr(cfg, "train_coarse", True)}
 
 
@@ -652,6 +673,8 @@ def _initial_patchrefiner(cfg: E2EConfig) -> PatchRefiner:
         return model.train()
     coarse = load_model(coarse_config(cfg).resolved().run_dir() / "model.pt")
     torch.manual_seed(cfg.seed)
+    if cfg.refiner_encoder == PR_V1:  # Table 1/2 baseline: the refiner starts as the trained base model
+        return PatchRefiner(coarse, PRV1Refiner.from_coarse(coarse), train_coarse=cfg.train_coarse).train()
     rcfg = refiner_config(cfg)
     if cfg.np_load == "none":
         refiner = PRV2Refiner(rcfg, pretrained=cfg.pretrained_encoder)
