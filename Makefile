@@ -11,8 +11,12 @@ DEPS_HASH := $(shell cat setup.py settings.ini Makefile | md5sum | cut -c1-10)
 STAMP := $(VENV)/.installed-$(DEPS_HASH)
 NB_WORKERS ?= 2
 RUN_DIR ?= runs/demo
+ENCODER ?= vits
+PRESET ?= mini
+JOBS ?= 2
+TABLES ?= all
 
-.PHONY: venv demo test test-notebooks test-pytest test-slow export clean-nbs
+.PHONY: venv demo infer-demo tables test test-notebooks test-pytest test-slow export clean-nbs
 
 venv: $(STAMP)
 
@@ -24,9 +28,21 @@ $(STAMP):
 	$(BIN)/pip install -q --no-deps $(ORACLE_PIN)
 	rm -f $(VENV)/.installed-* && touch $@
 
-## The main job.
+## The main job: the Depth Anything V2 pipeline in miniature (teacher on synthetic scenes -> pseudo-labels on
+## unlabeled "real" scenes -> student, evaluated against a synthetic-only student), on data the package renders.
+## The executed notebook with the results lands in $(RUN_DIR); the runs (checkpoints, metrics) under runs/.
 demo: venv
-	$(BIN)/depth-anything run --sample-images --encoder vits --outdir $(RUN_DIR)
+	mkdir -p $(RUN_DIR)
+	$(BIN)/papermill nbs/train_student.ipynb $(RUN_DIR)/train_student.ipynb -p encoder $(ENCODER) -p preset $(PRESET) --cwd nbs
+	@echo "results: $(RUN_DIR)/train_student.ipynb (and runs/train_student/*/metrics.json)"
+
+## Depth maps for the sample photos that ship with scikit-image (random weights unless CHECKPOINT is given).
+infer-demo: venv
+	$(BIN)/depth-anything run --sample-images --encoder $(ENCODER) --outdir $(RUN_DIR)/infer $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
+
+## The paper tables (nbs/tables) in a preset: make tables PRESET=mini JOBS=2 [TABLES="dav2_table05 prv2_table05"]
+tables: venv
+	$(BIN)/python -m depth_anything_nb.experiments run $(TABLES) --preset $(PRESET) --jobs $(JOBS)
 
 ## The whole test suite: every notebook (nbdev_test), then the pytest suite.
 test: venv test-notebooks test-pytest

@@ -51,9 +51,9 @@ __all__ = ['MINI_ENCODERS', 'PRESETS', 'RUNTIME_FIELDS', 'PRESET_VALUES', 'READE
            'PseudoLabelConfig', 'StudentConfig', 'MetricConfig', 'EvalConfig', 'cache_dir', 'labeled_dataset',
            'unlabeled_source', 'source_keys', 'prerender', 'with_target', 'TrainingView', 'CutMixView', 'RelativeLoss',
            'StudentModel', 'StudentLoss', 'MetricLoss', 'save_model', 'load_depth_model', 'load_encoder_weights',
-           'new_model', 'run_lock', 'finished_run', 'run_stage', 'eval_sets_for', 'loss_figure', 'relative_report',
-           'train_teacher', 'pseudo_label', 'frozen_encoder', 'train_student', 'show_metric_predictions',
-           'finetune_metric', 'evaluate', 'main']
+           'new_model', 'run_lock', 'finished_run', 'run_stage', 'eval_sets_for', 'loss_figure', 'save_figure',
+           'relative_report', 'train_teacher', 'pseudo_label', 'frozen_encoder', 'train_student',
+           'show_metric_predictions', 'finetune_metric', 'evaluate', 'stage_main', 'main']
 
 # %% ../nbs/31_stages.ipynb #a321060a
 MINI_ENCODERS = {"vits": "mini-s", "vitb": "mini-b", "vitl": "mini-l", "vitg": "mini-g"}
@@ -147,11 +147,12 @@ class StageConfig:
     "Fields every stage shares; subclasses add theirs. `None` means: the preset's value."
 
     STAGE: ClassVar[str] = ""
+    PRESET_VALUES: ClassVar[dict[str, dict[str, dict]]] = PRESET_VALUES  # {stage: {preset: {field: value}}}
     preset: str = "mini"  # "smoke" | "mini" | "paper"
     run_name: str = ""  # runs/<stage>/<run_name>/; "" → "<preset>-<hash of the configuration>"
     out_root: str = ""  # "" → <project>/runs (or $DEPTH_ANYTHING_RUNS)
     seed: int = 0
-    nproc: int = 1  # processes on this node; > 1 launches `torchrun -m depth_anything_nb.stages <stage>`
+    nproc: int = 1  # processes on this node; > 1 launches torchrun (`-m depth_anything_nb.stages <stage>` here)
     device: str = "auto"  # "auto": each rank's GPU, else CPU
     num_workers: int = 0  # DataLoader workers per process
     threads: int = 0  # torch intra-op threads per process; 0 keeps torch's default
@@ -161,7 +162,7 @@ class StageConfig:
         "A copy with every `None` field set from the preset."
         if self.preset not in PRESETS:
             raise ValueError(f"preset must be one of {PRESETS}, got {self.preset!r}")
-        values = PRESET_VALUES[self.STAGE][self.preset]
+        values = self.PRESET_VALUES[self.STAGE][self.preset]
         out = dataclasses.replace(self, **{k: v for k, v in values.items()
                                            if k in self.__dataclass_fields__ and getattr(self, k) is None})
         out._check()
@@ -621,16 +622,20 @@ def finished_run(config: StageConfig) -> dict | None:
     return json.loads(m.read_text()) if m.is_file() else None
 
 
-def run_stage(config: StageConfig, body: Callable, finish: Callable, prepare: Callable | None = None) -> dict | None:
-    "Resolve, reuse or lock, make upstream runs, run `body` here or under torchrun, then `finish` (see above)."
+_CHILD_FLAG = "DEPTH_ANYTHING_NB_STAGE_RANK"  # set for the ranks of a torchrun that `run_stage` launched
+
+
+def run_stage(config: StageConfig, body: Callable, finish: Callable, prepare: Callable | None = None, *,
+              launcher: str = "depth_anything_nb.stages", child_flag: str = _CHILD_FLAG) -> dict | None:
+    "Resolve, reuse or lock, make upstream runs, `prepare`, run `body` here or under torchrun, then `finish` (see above)."
     cfg = config.resolved()
     run_dir = cfg.run_dir()
-    if launched_by_torchrun() and os.environ.get(_CHILD_FLAG):  # a rank of the torchrun `run_stage` launched
+    if launched_by_torchrun() and os.environ.get(child_flag):  # a rank of the torchrun `run_stage` launched
         _set_threads(cfg)
         body(cfg, run_dir)
         return None
     if launched_by_torchrun():  # torchrun started by the user (e.g. on every node of a cluster)
-        return _run_ranks(cfg, run_dir, body, finish)
+        return _run_ranks(cfg, run_dir, body, finish, prepare)
     done = finished_run(cfg)
     if done is not None:
         print(f"{cfg.STAGE}: reusing the finished run {run_dir}")
@@ -643,13 +648,13 @@ def run_stage(config: StageConfig, body: Callable, finish: Callable, prepare: Ca
                                                "config": dataclasses.asdict(cfg)})
         cfg.upstream()
         if prepare is not None:
-            prepare(cfg)  # e.g. render the procedural cache once, before the ranks start
+            prepare(cfg, run_dir)  # e.g. render the procedural cache once, before the ranks start
         t0 = time.perf_counter()
         if cfg.nproc > 1:
             # the ranks get the caller's fields (not nproc: they are the processes, and torchrun would take
             # `--nproc` for an abbreviation of its own `--nproc_per_node`)
-            launch_torchrun("stages", [cfg.STAGE, *config_to_argv(dataclasses.replace(config, nproc=1))],
-                            nproc_per_node=cfg.nproc, env={**os.environ, _CHILD_FLAG: "1"})
+            launch_torchrun(launcher, [cfg.STAGE, *config_to_argv(dataclasses.replace(config, nproc=1))],
+                            nproc_per_node=cfg.nproc, env={**os.environ, child_flag: "1"})
         else:
             _set_threads(cfg)
             body(cfg, run_dir)
@@ -660,18 +665,19 @@ def run_stage(config: StageConfig, body: Callable, finish: Callable, prepare: Ca
     return metrics
 
 
-_CHILD_FLAG = "DEPTH_ANYTHING_NB_STAGE_RANK"  # set for the ranks of a torchrun that `run_stage` launched
-
-
-def _run_ranks(cfg: StageConfig, run_dir: Path, body: Callable, finish: Callable) -> dict | None:
-    "Under a user-started torchrun: every rank runs the body, then rank 0 alone evaluates and writes metrics.json."
-    rank = int(os.environ["RANK"])
+def _run_ranks(cfg: StageConfig, run_dir: Path, body: Callable, finish: Callable,
+               prepare: Callable | None = None) -> dict | None:
+    "Under a user-started torchrun: every rank prepares and runs the body, then rank 0 alone finishes the run."
+    rank = int(os.environ.get("RANK", 0))
     done = finished_run(cfg)
     if done is not None:
         return done
     if rank == 0:
         _atomic_json(run_dir / "config.json", {"stage": cfg.STAGE, "identity": cfg.identity(),
                                                "config": dataclasses.asdict(cfg)})
+    if prepare is not None:
+        with run_lock(run_dir):  # caches and stored labels skip what exists: the later ranks find it done
+            prepare(cfg, run_dir)
     _set_threads(cfg)
     t0 = time.perf_counter()
     body(cfg, run_dir)  # upstream runs must exist: a rank cannot make them for the others
@@ -748,8 +754,9 @@ def loss_figure(run_dirs: dict[str, Path]) -> plt.Figure:
     return fig
 
 
-def _save_figure(fig: plt.Figure, run_dir: Path, name: str) -> str:
-    path = run_dir / "figures" / f"{name}.png"
+def save_figure(fig: plt.Figure, run_dir: str | os.PathLike, name: str) -> str:
+    "Save `fig` as run_dir/figures/<name>.png, close it, return the path."
+    path = Path(run_dir) / "figures" / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -774,7 +781,7 @@ def relative_report(models: dict[str, nn.Module], cfg, run_dir: Path, train_set=
         candidates["mean disparity map"] = PriorModel(mean_disparity_map(train_set, (size, size), max_images=500))
     results = {name: evaluate_sets(m, sets, size, max_images=_limit(cfg)) for name, m in candidates.items()}
     print(metrics_table(results))
-    figures = {"predictions": _save_figure(show_predictions(candidates, _figure_samples(sets), size), run_dir,
+    figures = {"predictions": save_figure(show_predictions(candidates, _figure_samples(sets), size), run_dir,
                                            "predictions")}
     return {"eval": results, "figures": figures}
 
@@ -793,7 +800,7 @@ def _teacher_body(cfg: TeacherConfig, run_dir: Path):
         (run_dir / "train" / "model.pt").unlink(missing_ok=True)  # model.pt beside config.json is the result
 
 
-def _teacher_prepare(cfg: TeacherConfig):
+def _teacher_prepare(cfg: TeacherConfig, run_dir: Path):
     prerender(labeled_dataset(cfg.labeled, num_scenes=cfg.num_scenes, size=cfg.size, seed=cfg.seed,
                               out_root=cfg.out_root), cfg.progress)
 
@@ -803,7 +810,7 @@ def _teacher_finish(cfg: TeacherConfig, run_dir: Path) -> dict:
     train_set = labeled_dataset(cfg.labeled, num_scenes=cfg.num_scenes, size=cfg.size, seed=cfg.seed,
                                 out_root=cfg.out_root)
     report = relative_report({"model": model}, cfg, run_dir, train_set)
-    report["figures"]["loss"] = _save_figure(loss_figure({cfg.STAGE: run_dir}), run_dir, "loss")
+    report["figures"]["loss"] = save_figure(loss_figure({cfg.STAGE: run_dir}), run_dir, "loss")
     return {"model": str(run_dir / "model.pt"), "encoder": model.encoder,
             "parameters": count_parameters(model), "bad_data": _bad_data(run_dir), **report}
 
@@ -875,7 +882,7 @@ def _pseudo_label_body(cfg: PseudoLabelConfig, run_dir: Path):
         dist.barrier()
 
 
-def _pseudo_label_prepare(cfg: PseudoLabelConfig):
+def _pseudo_label_prepare(cfg: PseudoLabelConfig, run_dir: Path):
     if cfg.unlabeled is None:  # render the procedural images once (the labelling loop then only reads them)
         unlabeled_source(None, num_images=cfg.num_images, size=cfg.source_size(), seed=cfg.seed,
                          out_root=cfg.out_root, gap=cfg.real_gap).prerender(progress=cfg.progress)
@@ -897,7 +904,7 @@ def _pseudo_label_finish(cfg: PseudoLabelConfig, run_dir: Path) -> dict:
         for a in ax.flat:
             a.axis("off")
         fig.suptitle("unlabeled images and their pseudo-labels (teacher disparity)", fontsize=9)
-        figs["labels"] = _save_figure(fig, run_dir, "labels")
+        figs["labels"] = save_figure(fig, run_dir, "labels")
     return {"store": str(run_dir / "labels"), "labels": len(store),
             "written": sum(r["written"] for r in runs), "failed": sum(r["failed"] for r in last),
             "images_per_s": sum(r["images_per_s"] for r in last), "figures": figs}
@@ -976,7 +983,7 @@ def _student_finish(cfg: StudentConfig, run_dir: Path) -> dict:
     r = base.resolved()  # the mean disparity map baseline: the prior of the labeled synthetic set
     train_set = labeled_dataset(r.labeled, num_scenes=r.num_scenes, size=r.size, seed=r.seed, out_root=r.out_root)
     report = relative_report(models, cfg, run_dir, train_set)
-    report["figures"]["loss"] = _save_figure(loss_figure(runs), run_dir, "loss")
+    report["figures"]["loss"] = save_figure(loss_figure(runs), run_dir, "loss")
     return {"model": str(run_dir / "model.pt"), "encoder": models["student"].encoder,
             "parameters": count_parameters(models["student"]), "labels": str(cfg.labels_dir()),
             "bad_data": _bad_data(run_dir), "runs": {k: str(v) for k, v in runs.items()}, **report}
@@ -1029,8 +1036,8 @@ def _metric_finish(cfg: MetricConfig, run_dir: Path) -> dict:
     fig = show_metric_predictions(model, samples, cfg.size, cfg.max_depth)
     return {"model": str(run_dir / "model.pt"), "encoder": model.encoder, "max_depth": cfg.max_depth,
             "init_from": _metric_init(cfg), "bad_data": _bad_data(run_dir), "eval": results,
-            "figures": {"predictions": _save_figure(fig, run_dir, "predictions"),
-                        "loss": _save_figure(loss_figure({cfg.STAGE: run_dir}), run_dir, "loss")}}
+            "figures": {"predictions": save_figure(fig, run_dir, "predictions"),
+                        "loss": save_figure(loss_figure({cfg.STAGE: run_dir}), run_dir, "loss")}}
 
 
 def show_metric_predictions(model: nn.Module, samples: list[dict], input_size: int, max_depth: float) -> plt.Figure:
@@ -1099,7 +1106,7 @@ def _evaluate_finish(cfg: EvalConfig, run_dir: Path) -> dict:
         samples = _figure_samples(sets)
         fig = (show_metric_predictions(model, samples, cfg.input_size, model.max_depth) if model.max_depth
                else show_predictions({"model": model}, samples, cfg.input_size))
-        out["figures"] = {"predictions": _save_figure(fig, run_dir, "predictions")}
+        out["figures"] = {"predictions": save_figure(fig, run_dir, "predictions")}
     return out
 
 
@@ -1118,12 +1125,14 @@ STAGES: dict[str, tuple[type, Callable]] = {
 }
 
 
-def main(argv: list[str] | None = None) -> dict | None:
-    "`python -m depth_anything_nb.stages <stage> --field value ...` (also what torchrun's ranks run)."
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in STAGES:
-        raise SystemExit(f"usage: python -m depth_anything_nb.stages {{{','.join(STAGES)}}} [--field value ...]")
-    cls, fn = STAGES[argv[0]]
+def stage_main(stages: dict[str, tuple[type, Callable]], argv: list[str], launcher: str,
+               aliases: dict[str, str] | None = None) -> dict | None:
+    "`python -m <launcher> <stage> --field value ...`: run `stage` (or its alias) with the config the flags give."
+    aliases = aliases or {}
+    stage = aliases.get(argv[0], argv[0]) if argv else None
+    if stage not in stages:
+        raise SystemExit(f"usage: python -m {launcher} {{{','.join([*stages, *aliases])}}} [--field value ...]")
+    cls, fn = stages[stage]
     try:
         result = fn(config_from_argv(cls, argv[1:]))
     finally:
@@ -1131,6 +1140,11 @@ def main(argv: list[str] | None = None) -> dict | None:
     if result is not None:
         print(json.dumps({k: result[k] for k in ("stage", "run_dir", "seconds") if k in result}))
     return result
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    "`python -m depth_anything_nb.stages <stage> --field value ...` (also what torchrun's ranks run)."
+    return stage_main(STAGES, list(sys.argv[1:] if argv is None else argv), "depth_anything_nb.stages")
 
 
 if __name__ == "__main__" and "__file__" in globals():  # `python -m`, not a notebook kernel

@@ -117,6 +117,7 @@ def test_da2k_pairs_and_scenes(tmp_path):
     s = by_scene["indoor"]
     assert s["pairs"].tolist() == [[p["point1"], p["point2"]] for p in ann["images/indoor/0001.jpg"]]
     assert s["closer"].tolist() == [0, 0] and s["depth"] is None and s["image"].shape == (24, 32, 3)
+    assert s["key"] == "images/indoor/0001.jpg"  # the annotation key: per-scene accuracy reads the scene from it
 
 
 def test_da2k_point_outside_image(tmp_path):

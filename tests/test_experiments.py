@@ -58,7 +58,7 @@ def test_killed_grid_resumes_without_redoing_finished_cells(tmp_path):
     assert not (folder / "c1" / "result.json").exists()
     assert not (folder / "c1" / "executed.ipynb").exists()  # no half-written notebook under the final name
 
-    df = run_grid("sleepy", _cells(0.0), jobs=2, out_root=str(runs), nbs=str(nbs))
+    df = run_grid("sleepy", _cells(6.0), jobs=2, out_root=str(runs), nbs=str(nbs))  # the same grid, resumed
     assert list(df["value"]) == [0.0, 1.0, 2.0]
     assert df["pid"].iloc[0] == first["metrics"]["pid"]  # c0 was read back, not re-run
     assert json.loads((folder / "c0" / "result.json").read_text()) == first
@@ -82,3 +82,14 @@ def test_grid_rejects_duplicate_keys_and_unknown_presets(tmp_path):
 def test_cli_unknown_table_exits_2_and_names_the_known_ones(capsys):
     assert main(["run", "no_such_table", "--preset", "smoke"]) == 2
     assert "no_such_table" in capsys.readouterr().err
+
+
+def test_a_cell_whose_parameters_changed_runs_again(tmp_path):
+    nbs = _sleepy_notebook(tmp_path / "nbs")
+    first = run_grid("changing", _cells(0.0), out_root=str(tmp_path / "runs"), nbs=str(nbs))
+    cells = _cells(0.0)
+    cells[1] = Cell("c1", "sleepy", {"seconds": 0.0, "value": 42}, {"i": 1})
+    second = run_grid("changing", cells, out_root=str(tmp_path / "runs"), nbs=str(nbs))
+    assert list(second["value"]) == [0.0, 42.0, 2.0]
+    assert second["pid"][0] == first["pid"][0] and second["pid"][2] == first["pid"][2]  # untouched cells reused
+    assert second["pid"][1] != first["pid"][1]

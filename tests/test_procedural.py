@@ -1,6 +1,7 @@
 """The procedural world: intersections against sphere tracing of signed distance functions, culling against brute
 force, exact depth across resolutions (up to 4K), determinism, styles, the cached dataset, Middlebury."""
 import math
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -244,8 +245,11 @@ def test_dataset_samples_and_cache(tmp_path):
 def test_a_crash_while_caching_leaves_no_file(tmp_path, monkeypatch):
     ds = ProceduralDepthDataset(2, 32, cache_dir=tmp_path)
 
-    def dies(f, **arrays):
-        f.write(b"PK\x03\x04 partial")
+    def dies(f, **arrays):  # a partial archive, then the process is interrupted (file object or path alike)
+        if hasattr(f, "write"):
+            f.write(b"PK\x03\x04 partial")
+        else:
+            Path(f).write_bytes(b"PK\x03\x04 partial")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(np, "savez_compressed", dies)

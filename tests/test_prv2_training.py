@@ -56,6 +56,24 @@ def test_evaluate_stage_and_cli_aliases(runs):
         prv2.main(["no-such-stage"])
 
 
+def test_two_processes_run_a_stage(tmp_path):
+    "nproc=2: `run_stage` launches `torchrun -m depth_anything_nb.prv2.training`, whose 2 gloo ranks share the batch."
+    from depth_anything_nb.prv2.model import DAv2Coarse
+    from depth_anything_nb.training import read_log
+
+    out = prv2.train_coarse(preset="smoke", run_name="two", nproc=2, threads=1, device="cpu", out_root=str(tmp_path),
+                            progress=False)
+    run = tmp_path / "prv2_coarse" / "two"
+    assert out["run_dir"] == str(run) and (run / "metrics.json").is_file()
+    trained = json.loads((run / "train" / "config.json").read_text())
+    assert trained["world_size"] == 2 and trained["batch_size"] == 1 and trained["global_batch"] == 2
+    assert [r["step"] for r in read_log(run / "train" / "metrics.jsonl")] == [1, 2]
+    assert isinstance(prv2.load_model(run / "model.pt"), DAv2Coarse)
+    assert np.isfinite(out["eval"]["coarse"]["metrics"]["rmse"])
+    again = prv2.train_coarse(preset="smoke", run_name="two", nproc=1, out_root=str(tmp_path), progress=False)
+    assert again["seconds"] == out["seconds"]  # nproc is a run-time field: the same run, reused
+
+
 @pytest.mark.parametrize("mode", ["online", "offline"])
 def test_finetune_real_smoke(runs, mode):
     root, _ = runs

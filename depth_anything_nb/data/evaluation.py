@@ -264,4 +264,4 @@ class DA2K(DepthDataset):
             raise DatasetError(item["image"], f"annotated point outside the {h}x{w} image")
         parts = Path(item["key"]).parts
         return make_sample(rgb, path=str(item["image"]), dataset=self.name, depth_unit="relative", pairs=pairs,
-                           closer=closer, scene=parts[1] if len(parts) > 2 else "")
+                           closer=closer, scene=parts[1] if len(parts) > 2 else "", key=item["key"])

@@ -5,14 +5,10 @@
 # %% ../../nbs/44_prv2_training.ipynb #8f159e79
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
-import hashlib
 import json
 import os
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, ClassVar
@@ -23,10 +19,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_write_json
+from .. import stages
 from ..data.core import DatasetError
-from ..distributed import (cleanup_distributed, config_from_argv, config_to_argv, launch_torchrun,
-                                           launched_by_torchrun)
 from ..losses import (DetailScaleDisentanglingLoss, EdgeGuidedRankingLoss, PatchRefinerPseudoLabelLoss,
                                       PatchRefinerSiLogLoss)
 from ..metrics import (METRIC_PROTOCOLS, MetricAccumulator, MetricDepthProtocol, boundary_gt_edges,
@@ -36,26 +30,26 @@ from .data import (HELDOUT_SEED, PRV2TrainingSet, RealDomainGT, RealGT, highres_
                                          write_offline_pseudo_labels)
 from .model import DAv2Coarse, PatchRefiner, PRV1Refiner
 from .refiner import PRV2Refiner, RefinerConfig
-from ..training import Trainer, TrainConfig, atomic_save, read_log, read_state_dict
+from ..stages import (PRESETS, RUNTIME_FIELDS, StageConfig, _atomic_json, cache_dir,
+                                     config_from_params, finished_run, loss_figure, project_root, run_lock, runs_root,
+                                     save_figure)
+from ..training import Trainer, TrainConfig, atomic_save, read_state_dict
 
 # %% auto #0
-__all__ = ['PRESETS', 'RUNTIME_FIELDS', 'PRESET_VALUES', 'PR_V1', 'PSEUDO_LABEL_LOSSES', 'BOUNDARY_KEYS', 'REPORT_KEYS',
-           'LOWER_IS_BETTER', 'STAGES', 'STAGE_ALIASES', 'project_root', 'runs_root', 'PRV2Config', 'TrainFields',
-           'CoarseConfig', 'PretrainConfig', 'E2EConfig', 'FinetuneRealConfig', 'EvaluateConfig', 'coarse_config',
-           'pretrain_config', 'teacher_config', 'real_config', 'cache_dir', 'training_scenes', 'heldout_scenes',
-           'training_set', 'prerender', 'coarse_arch', 'refiner_config', 'build_coarse', 'build_model', 'save_model',
-           'load_model', 'NoisyPretraining', 'WholeImageLoss', 'PatchLoss', 'pseudo_label_loss', 'DSDPatchLoss',
-           'procedural_protocol', 'eval_protocol', 'image_tensor', 'coarse_predictor', 'refined_predictor',
-           'noisy_pretraining_predictor', 'patchrefiner_predictors', 'predictors_for', 'gt_boundaries',
-           'evaluate_predictors', 'metrics_table', 'run_lock', 'finished_run', 'run_stage', 'config_from_params',
-           'train_config', 'scale_weight_decay', 'loss_figure', 'save_figure', 'report', 'train_coarse',
-           'noisy_pretrain', 'patchrefiner_arch', 'compare', 'train_e2e', 'boundary_figure', 'finetune_real',
-           'evaluate', 'main']
+__all__ = ['PRESET_VALUES', 'PR_V1', 'PSEUDO_LABEL_LOSSES', 'BOUNDARY_KEYS', 'REPORT_KEYS', 'LOWER_IS_BETTER', 'STAGES',
+           'STAGE_ALIASES', 'PRV2Config', 'TrainFields', 'CoarseConfig', 'PretrainConfig', 'E2EConfig',
+           'FinetuneRealConfig', 'EvaluateConfig', 'coarse_config', 'pretrain_config', 'teacher_config', 'real_config',
+           'training_scenes', 'heldout_scenes', 'training_set', 'prerender', 'coarse_arch', 'refiner_config',
+           'build_coarse', 'build_model', 'save_model', 'load_model', 'NoisyPretraining', 'WholeImageLoss', 'PatchLoss',
+           'pseudo_label_loss', 'DSDPatchLoss', 'procedural_protocol', 'eval_protocol', 'image_tensor',
+           'coarse_predictor', 'refined_predictor', 'noisy_pretraining_predictor', 'patchrefiner_predictors',
+           'predictors_for', 'gt_boundaries', 'evaluate_predictors', 'metrics_table', 'run_stage', 'train_config',
+           'scale_weight_decay', 'report', 'train_coarse', 'noisy_pretrain', 'patchrefiner_arch', 'compare',
+           'train_e2e', 'boundary_figure', 'finetune_real', 'evaluate', 'main', 'PRESETS', 'RUNTIME_FIELDS',
+           'project_root', 'runs_root', 'cache_dir', 'run_lock', 'finished_run', 'config_from_params', 'loss_figure',
+           'save_figure']
 
 # %% ../../nbs/44_prv2_training.ipynb #eecf55ee
-PRESETS = ("smoke", "mini", "paper")
-RUNTIME_FIELDS = ("run_name", "out_root", "nproc", "device", "num_workers", "threads", "progress")
-
 _WORLD = {
     "smoke": dict(image_shape=[112, 168], num_scenes=8, eval_scenes=2, coarse_encoder="mini-t", max_depth=80.0,
                   process_shape=[56, 56], patch_split_num=[2, 2], refiner_encoder="mini", variant="full",
@@ -109,37 +103,12 @@ PRESET_VALUES: dict[str, dict[str, dict]] = {
     "prv2_evaluate": {p: dict(_WORLD[p]) for p in PRESETS},
 }
 
-
-def project_root(start: str | os.PathLike | None = None) -> Path:
-    "The nearest folder above `start` (default: the working directory) holding settings.ini and nbs/, else `start`."
-    here = Path(start or os.getcwd()).resolve()
-    for p in (here, *here.parents):
-        if (p / "settings.ini").is_file() and (p / "nbs").is_dir():
-            return p
-    return here
-
-
-def runs_root(out_root: str = "") -> Path:
-    "`out_root`, else $DEPTH_ANYTHING_RUNS, else `<project root>/runs` (never inside nbs/, wherever a notebook runs)."
-    if out_root:
-        return Path(out_root)
-    return Path(os.environ.get("DEPTH_ANYTHING_RUNS") or project_root() / "runs")
-
 # %% ../../nbs/44_prv2_training.ipynb #a43e103d
 @dataclass
-class PRV2Config:
-    "Fields every PRV2 stage shares; `None` means: the preset's value."
+class PRV2Config(StageConfig):
+    "Fields every PRV2 stage shares (after `StageConfig`'s); `None` means: the preset's value."
 
-    STAGE: ClassVar[str] = ""
-    preset: str = "mini"  # "smoke" | "mini" | "paper"
-    run_name: str = ""  # runs/<stage>/<run_name>/; "" → "<preset>-<hash of the configuration>"
-    out_root: str = ""  # "" → <project>/runs (or $DEPTH_ANYTHING_RUNS)
-    seed: int = 0  # model initialisation, augmentation and the procedural training scenes
-    nproc: int = 1  # processes on this node; > 1 launches torchrun
-    device: str = "auto"  # "auto": each rank's GPU, else CPU
-    num_workers: int = 0  # DataLoader workers per process
-    threads: int = 0  # torch intra-op threads per process; 0 keeps torch's default
-    progress: bool = True  # tqdm bars
+    PRESET_VALUES: ClassVar[dict[str, dict[str, dict]]] = PRESET_VALUES
     # data
     domain: str = "synthetic"  # "synthetic" (exact GT) | "real" (RealGT-degraded GT, procedural "real" style)
     data: dict | None = None  # None: the procedural world; else dict(reader="u4k"|"cityscapes"|"scannetpp", **kwargs)
@@ -163,19 +132,8 @@ class PRV2Config:
     checkpoint_every: int | None = None
     log_every: int | None = None
 
-    def resolved(self):
-        "A copy with every `None` field set from the preset."
-        if self.preset not in PRESETS:
-            raise ValueError(f"preset must be one of {PRESETS}, got {self.preset!r}")
-        values = PRESET_VALUES[self.STAGE][self.preset]
-        out = dataclasses.replace(self, **{k: v for k, v in values.items()
-                                           if k in self.__dataclass_fields__ and getattr(self, k) is None})
-        out._check()
-        return out
-
     def _check(self):
-        if self.nproc < 1:
-            raise ValueError(f"nproc must be >= 1, got {self.nproc}")
+        super()._check()
         if self.domain not in ("synthetic", "real"):
             raise ValueError(f"domain must be 'synthetic' or 'real', got {self.domain!r}")
         if self.preset == "paper" and self.data is None:
@@ -189,21 +147,6 @@ class PRV2Config:
     @property
     def patch_raw_shape(self) -> tuple[int, int]:
         return self.image_shape[0] // self.patch_split_num[0], self.image_shape[1] // self.patch_split_num[1]
-
-    def identity(self) -> dict:
-        "The resolved fields that determine the results (run-time fields left out)."
-        d = dataclasses.asdict(self.resolved())
-        return {k: v for k, v in d.items() if k not in RUNTIME_FIELDS}
-
-    def digest(self) -> str:
-        return hashlib.sha1(json.dumps(self.identity(), sort_keys=True, default=str).encode()).hexdigest()[:8]
-
-    def run_dir(self) -> Path:
-        name = self.run_name or f"{self.preset}-{self.digest()}"
-        return runs_root(self.out_root) / self.STAGE / name
-
-    def upstream(self) -> None:
-        "Produce the runs this stage reads (called before training, outside torchrun)."
 
     def derive(self, cls, **overrides):
         "A config of stage `cls` sharing this one's preset, run-time, data and architecture fields."
@@ -333,10 +276,6 @@ def real_config(cfg: FinetuneRealConfig) -> E2EConfig:
                       steps=cfg.real_steps, encoder_lr_mult=cfg.encoder_lr_mult, coarse_lr_mult=cfg.coarse_lr_mult)
 
 # %% ../../nbs/44_prv2_training.ipynb #a5e7712f
-def cache_dir(out_root: str = "") -> Path:
-    return runs_root(out_root) / "cache" / "procedural"
-
-
 def _reader(spec: dict, max_depth: float):
     from depth_anything_nb.data import highres
 
@@ -616,115 +555,16 @@ def metrics_table(results: dict[str, dict], keys=REPORT_KEYS) -> str:
     return "\n".join(lines)
 
 # %% ../../nbs/44_prv2_training.ipynb #d12e2874
-def _atomic_json(path: Path, obj) -> Path:
-    "`obj` as indented JSON at `path`, written atomically (one implementation: `atomic_write_json`)."
-    return atomic_write_json(path, obj, indent=1, default=str)
-
-
-@contextlib.contextmanager
-def run_lock(run_dir: Path):
-    "An exclusive lock on a run folder (released by the OS if the process dies)."
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / ".lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def finished_run(config: PRV2Config) -> dict | None:
-    "The metrics of a finished run with this configuration, else None (another configuration in the folder: error)."
-    run_dir = config.run_dir()
-    saved = run_dir / "config.json"
-    if not saved.is_file():
-        return None
-    if json.loads(saved.read_text()).get("identity") != json.loads(json.dumps(config.identity(), default=str)):
-        raise FileExistsError(f"{run_dir} holds a run with another configuration (see its config.json); pick another "
-                              "run_name, or leave run_name empty to name runs by their configuration")
-    m = run_dir / "metrics.json"
-    return json.loads(m.read_text()) if m.is_file() else None
-
-
-def _set_threads(cfg: PRV2Config):
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-
+_all_ = ["PRESETS", "RUNTIME_FIELDS", "project_root", "runs_root", "cache_dir", "run_lock", "finished_run",
+         "config_from_params", "loss_figure", "save_figure"]  # the stage machinery of 31_stages, exported from here too
 
 _CHILD_FLAG = "DEPTH_ANYTHING_NB_PRV2_RANK"  # set for the ranks of a torchrun that `run_stage` launched
 
 
 def run_stage(config: PRV2Config, body: Callable, finish: Callable, prepare: Callable | None = None) -> dict | None:
-    "Resolve, reuse or lock, make upstream runs, run `body` here or under torchrun, then `finish` (see above)."
-    cfg = config.resolved()
-    run_dir = cfg.run_dir()
-    if launched_by_torchrun() and os.environ.get(_CHILD_FLAG):  # a rank of the torchrun `run_stage` launched
-        _set_threads(cfg)
-        body(cfg, run_dir)
-        return None
-    if launched_by_torchrun():  # torchrun started by the user (e.g. on every node of a cluster)
-        return _run_ranks(cfg, run_dir, body, finish, prepare)
-    done = finished_run(cfg)
-    if done is not None:
-        print(f"{cfg.STAGE}: reusing the finished run {run_dir}")
-        return done
-    with run_lock(run_dir):
-        done = finished_run(cfg)
-        if done is not None:
-            return done
-        _atomic_json(run_dir / "config.json", {"stage": cfg.STAGE, "identity": cfg.identity(),
-                                               "config": dataclasses.asdict(cfg)})
-        cfg.upstream()
-        if prepare is not None:
-            prepare(cfg, run_dir)
-        t0 = time.perf_counter()
-        if cfg.nproc > 1:
-            # the ranks get the config without `nproc` (torchrun's own parser takes `--nproc` for `--nproc-per-node`)
-            argv = config_to_argv(dataclasses.replace(config, nproc=1))
-            launch_torchrun("depth_anything_nb.prv2.training", [cfg.STAGE, *argv], nproc_per_node=cfg.nproc,
-                            env={**os.environ, _CHILD_FLAG: "1"})
-        else:
-            _set_threads(cfg)
-            body(cfg, run_dir)
-            cleanup_distributed()
-        seconds = time.perf_counter() - t0
-        metrics = {"stage": cfg.STAGE, "run_dir": str(run_dir), "seconds": round(seconds, 1), **finish(cfg, run_dir)}
-        _atomic_json(run_dir / "metrics.json", metrics)
-    return metrics
-
-
-def _run_ranks(cfg: PRV2Config, run_dir: Path, body: Callable, finish: Callable, prepare: Callable | None) -> dict | None:
-    "Under a user-started torchrun: every rank runs the body, then rank 0 alone evaluates and writes metrics.json."
-    rank = int(os.environ.get("RANK", 0))
-    done = finished_run(cfg)
-    if done is not None:
-        return done
-    if rank == 0:
-        _atomic_json(run_dir / "config.json", {"stage": cfg.STAGE, "identity": cfg.identity(),
-                                               "config": dataclasses.asdict(cfg)})
-    if prepare is not None:
-        with run_lock(run_dir):  # the scene cache and offline labels skip what exists: later ranks find it done
-            prepare(cfg, run_dir)
-    _set_threads(cfg)
-    t0 = time.perf_counter()
-    body(cfg, run_dir)  # upstream runs must exist: one rank cannot make them for the others
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-    cleanup_distributed()
-    if rank != 0:
-        return None
-    metrics = {"stage": cfg.STAGE, "run_dir": str(run_dir), "seconds": round(time.perf_counter() - t0, 1),
-               **finish(cfg, run_dir)}
-    _atomic_json(run_dir / "metrics.json", metrics)
-    return metrics
-
-
-def config_from_params(cls: type, params: dict):
-    "A stage config from a namespace that holds all its fields — a stage notebook's globals after the parameters cell."
-    missing = [f.name for f in dataclasses.fields(cls) if f.name not in params]
-    if missing:
-        raise NameError(f"{cls.__name__} fields missing from the parameters: {missing}")
-    return cls(**{f.name: params[f.name] for f in dataclasses.fields(cls)})
+    "`stages.run_stage` with this module as the torchrun launcher (its `main` knows the PRV2 stages)."
+    return stages.run_stage(config, body, finish, prepare, launcher="depth_anything_nb.prv2.training",
+                            child_flag=_CHILD_FLAG)
 
 
 def train_config(cfg: PRV2Config, run_dir: Path, lr_mult: dict | None = None) -> TrainConfig:
@@ -756,30 +596,6 @@ def _fit(model, loss, data, cfg, run_dir, lr_mult=None, decay_mult=None) -> Trai
         scale_weight_decay(trainer, decay_mult)
     trainer.fit()
     return trainer
-
-
-def loss_figure(run_dirs: dict[str, Path]) -> plt.Figure:
-    "Training loss against step for one or more runs (from their train/metrics.jsonl)."
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3))
-    for name, d in run_dirs.items():
-        log = read_log(Path(d) / "train" / "metrics.jsonl")
-        if log:
-            ax.plot([r["step"] for r in log], [r["loss"] for r in log], label=name)
-    ax.set_xlabel("step"), ax.set_ylabel("training loss"), ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def save_figure(fig: plt.Figure, run_dir: Path, name: str) -> str:
-    import matplotlib.pyplot as plt
-
-    path = Path(run_dir) / "figures" / f"{name}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return str(path)
 
 
 def report(cfg: PRV2Config, run_dir: Path, model: nn.Module, predictors: dict | None = None) -> dict:
@@ -1015,19 +831,8 @@ STAGE_ALIASES = {"coarse": "prv2_coarse", "pretrain": "prv2_pretrain", "np": "pr
 
 def main(argv: list[str] | None = None) -> dict | None:
     "`python -m depth_anything_nb.prv2.training <stage> --field value ...` (also what torchrun's ranks run)."
-    argv = list(sys.argv[1:] if argv is None else argv)
-    stage = STAGE_ALIASES.get(argv[0], argv[0]) if argv else None
-    if stage not in STAGES:
-        names = ", ".join([*STAGES, *STAGE_ALIASES])
-        raise SystemExit(f"usage: python -m depth_anything_nb.prv2.training {{{names}}} [--field value ...]")
-    cls, fn = STAGES[stage]
-    try:
-        result = fn(config_from_argv(cls, argv[1:]))
-    finally:
-        cleanup_distributed()
-    if result is not None:
-        print(json.dumps({k: result[k] for k in ("stage", "run_dir", "seconds") if k in result}))
-    return result
+    return stages.stage_main(STAGES, list(sys.argv[1:] if argv is None else argv), "depth_anything_nb.prv2.training",
+                             STAGE_ALIASES)
 
 
 if __name__ == "__main__" and "__file__" in globals():  # `python -m`, not a notebook kernel
