@@ -42,3 +42,27 @@ def test_notebook_is_clean(path):
 def test_papermill_parameter_tags_survive_cleaning():
     "settings.ini must let nbdev_clean keep papermill's `parameters` tag."
     assert "allowed_cell_metadata_keys = tags" in (ROOT / "settings.ini").read_text()
+
+
+def _parameter_cell(path):
+    nb = json.loads(path.read_text())
+    cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    return "".join(cells[0]["source"]) if cells else None
+
+
+@pytest.mark.parametrize("path", [p for p in _notebooks() if _parameter_cell(p) is not None],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_papermill_reads_every_parameter(path):
+    """`papermill --help-notebook` and papermill's unknown-parameter check see every parameter of the cell.
+
+    papermill gives up on a line holding more than one `=` (a comment like `# lr = base × 10` is enough) and
+    logs "Unable to parse line"; such a parameter then vanishes from `--help-notebook`."""
+    import ast
+
+    import papermill
+
+    source = _parameter_cell(path)
+    assigned = {t.id for node in ast.parse(source).body if isinstance(node, (ast.Assign, ast.AnnAssign))
+                for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)}
+    seen = set(papermill.inspect_notebook(str(path)))
+    assert seen == assigned, f"{path.name}: papermill cannot read {sorted(assigned - seen)} (one `=` per line, comments included)"
