@@ -315,14 +315,15 @@ def run_tables(names: list[str], preset: str = "mini", jobs: int = 1, gpus: str 
 
 def grid_status(names: list[str] | None = None, preset: str = "mini", out_root: str = "",
                 nbs: str | os.PathLike | None = None) -> pd.DataFrame:
-    "Per table: cells with a result, cells that failed, and whether the table was assembled."
+    "Per table: cells with a result, cells that failed, whether the table was assembled, minutes spent in its cells."
     rows = []
     for name in names or list(table_notebooks(nbs)):
         folder = table_dir(name, preset, out_root)
         cells = [p for p in folder.iterdir() if p.is_dir()] if folder.is_dir() else []
-        rows.append({"table": name, "cells done": sum((c / RESULT).is_file() for c in cells),
-                     "cells failed": sum((c / ERROR).is_file() for c in cells),
-                     "assembled": (folder / "table.md").is_file()})
+        done = [json.loads((c / RESULT).read_text()) for c in cells if (c / RESULT).is_file()]
+        rows.append({"table": name, "cells done": len(done), "cells failed": sum((c / ERROR).is_file() for c in cells),
+                     "assembled": any(folder.glob("*.md")),
+                     "cell minutes": round(sum(r.get("seconds", 0.0) for r in done) / 60, 1)})
     return pd.DataFrame(rows)
 
 
@@ -349,7 +350,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "status":
             names = None if not args.tables or args.tables == ["all"] else args.tables
-            print(grid_status(names, args.preset, args.out_root).to_string(index=False))
+            status = grid_status(names, args.preset, args.out_root)
+            print(status.to_string(index=False))
+            print(f"total: {status['cells done'].sum()} cells done in {status['cell minutes'].sum():.0f} min of cell time")
             return 0
         outcome = run_tables(args.tables, args.preset, args.jobs, args.gpus, args.out_root, args.threads)
     except (KeyError, FileNotFoundError) as e:
