@@ -12,13 +12,13 @@ import numpy as np
 import pandas as pd
 
 from .data.procedural import ProceduralDepthDataset
-from .experiments import stage_run_dir
+from .experiments import Cell, stage_run_dir
 from .sharpness import boundary_sharpness
 from .stages import HELDOUT_SEED, RUNTIME_FIELDS, StudentConfig, cache_dir, load_depth_model
 
 # %% auto #0
 __all__ = ['EVAL_SETS', 'PAPER_BENCHMARK', 'METRICS', 'scores', 'table_rows', 'paper_frame', 'same_schedule', 'heldout_scenes',
-           'run_sharpness', 'better', 'direction']
+           'run_sharpness', 'better', 'beyond_noise', 'direction', 'seed_variants', 'seed_noise', 'noise_floor']
 
 # %% ../nbs/52_ablation_tables.ipynb #3e9a58df
 EVAL_SETS = {"real": "procedural-real", "synthetic": "procedural-synthetic", "motorcycle": "motorcycle"}
@@ -87,10 +87,42 @@ def better(a: float, b: float, metric: str) -> bool | None:
     return bool(a < b) if lower else bool(a > b)
 
 
-def direction(label: str, a: float, b: float, metric: str, names: tuple[str, str]) -> tuple[bool | None, str]:
-    "(holds, sentence) for the claim '`names[0]` beats `names[1]` on `metric`' with values `a`, `b`."
+def beyond_noise(a: float, b: float, noise: float) -> bool | None:
+    "Is |a − b| larger than 2σ of seed noise? None when σ is unknown (NaN or 0)."
+    if noise is None or not noise > 0 or better(a, b, "x/abs_rel") is None:
+        return None
+    return bool(abs(a - b) > 2 * noise)
+
+
+def direction(label: str, a: float, b: float, metric: str, names: tuple[str, str],
+              noise: float = math.nan) -> tuple[bool | None, str]:
+    "(holds, sentence) for the claim '`names[0]` beats `names[1]` on `metric`' with values `a`, `b`; `noise`: σ over seeds."
     ok = better(a, b, metric)
     if ok is None:
         return None, f"{label}: not enough cells ({names[0]} {a}, {names[1]} {b})"
-    return ok, (f"{label}: {names[0]} {a:.4f} vs {names[1]} {b:.4f} on {metric} → "
-                f"{'holds' if ok else 'does NOT hold'}")
+    margin = abs(a - b) / max(abs(a), abs(b), 1e-12)
+    text = (f"{label}: {names[0]} {a:.4f} vs {names[1]} {b:.4f} on {metric} → "
+            f"{'holds' if ok else 'does NOT hold'} (margin {100 * margin:.1f}%")
+    clear = beyond_noise(a, b, noise)
+    if clear is not None:
+        text += f"; {'beyond' if clear else 'within'} seed noise, 2σ = {2 * noise:.4f}"
+    return ok, text + ")"
+
+
+def seed_variants(cell: Cell, seeds: list[int]) -> list[Cell]:
+    "Copies of `cell` that differ only in `seed`: keys `<key>-seed<s>`, one more label `seed`."
+    return [dataclasses.replace(cell, key=f"{cell.key}-seed{s}", parameters={**cell.parameters, "seed": s},
+                                labels={**cell.labels, "seed": s}) for s in seeds]
+
+
+def seed_noise(values) -> float:
+    "σ: the sample standard deviation of one row's metric over its seeds (NaN with fewer than two values)."
+    v = [float(x) for x in values if x is not None and not np.isnan(x)]
+    return float(np.std(v, ddof=1)) if len(v) >= 2 else math.nan
+
+
+def noise_floor(grid: pd.DataFrame, cell: Cell, seeds: list[int], model: str = "model") -> tuple[pd.DataFrame, dict]:
+    "`cell`'s scores and those of its `seed_variants` in `grid` (one row per seed), and σ per METRICS column."
+    keys = [(cell.parameters.get("seed", 0), cell.key)] + [(s, f"{cell.key}-seed{s}") for s in seeds]
+    rows = table_rows(grid, [({"seed": s}, key, model) for s, key in keys])
+    return rows, {col: seed_noise(rows[col]) for col in METRICS}
