@@ -26,9 +26,9 @@ from .atomic import atomic_path, atomic_write_json, atomic_write_text
 from .stages import project_root, runs_root
 
 # %% auto #0
-__all__ = ['STAGE_NOTEBOOKS', 'PRESETS', 'RESULT', 'ERROR', 'Cell', 'stage_run_dir', 'table_dir', 'notebooks_dir', 'run_cell',
-           'flatten_numbers', 'run_grid', 'smoke_settings', 'side_by_side', 'write_table', 'table_notebooks',
-           'run_tables', 'grid_status', 'main']
+__all__ = ['STAGE_NOTEBOOKS', 'PRESETS', 'RESULT', 'ERROR', 'VERDICT_TAG', 'Cell', 'stage_run_dir', 'table_dir', 'notebooks_dir',
+           'run_cell', 'flatten_numbers', 'run_grid', 'smoke_settings', 'side_by_side', 'write_table',
+           'table_notebooks', 'run_tables', 'grid_status', 'table_verdicts', 'main']
 
 # %% ../nbs/50_experiments.ipynb #3411a416
 STAGE_NOTEBOOKS: dict[str, str] = {  # stage notebook in nbs/ → its configuration class ("module:Class")
@@ -327,15 +327,34 @@ def grid_status(names: list[str] | None = None, preset: str = "mini", out_root: 
     return pd.DataFrame(rows)
 
 
+VERDICT_TAG = "verdict"  # the cell of a table notebook that prints its computed directions
+
+
+def table_verdicts(names: list[str] | None = None, preset: str = "mini", out_root: str = "",
+                   nbs: str | os.PathLike | None = None) -> dict[str, str | None]:
+    "What the `verdict`-tagged cells of each executed table notebook printed (None: not run at this preset)."
+    out = {}
+    for name in names or list(table_notebooks(nbs)):
+        path = table_dir(name, preset, out_root) / f"{name}.ipynb"
+        if not path.is_file() or path.stat().st_size == 0:
+            out[name] = None
+            continue
+        cells = json.loads(path.read_text())["cells"]
+        out[name] = "".join("".join(o.get("text", "")) for c in cells if VERDICT_TAG in c.get("metadata", {}).get("tags", [])
+                            for o in c.get("outputs", []) if o.get("output_type") == "stream").strip()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    "python -m depth_anything_nb.experiments list | status [TABLE...] | run TABLE... [--preset --jobs --gpus --out-root]"
+    "python -m depth_anything_nb.experiments list | status | verdicts [TABLE...] | run TABLE... [--preset --jobs --gpus --out-root]"
     p = argparse.ArgumentParser(prog="python -m depth_anything_nb.experiments",
                                 description="Run the paper tables' grids (nbs/tables) and report their state.")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="the table notebooks")
-    for name, help in (("run", "execute table notebooks (resumable)"), ("status", "finished / failed cells")):
+    for name, help in (("run", "execute table notebooks (resumable)"), ("status", "finished / failed cells"),
+                       ("verdicts", "the directions each executed table notebook computed")):
         s = sub.add_parser(name, help=help)
-        s.add_argument("tables", nargs="*" if name == "status" else "+", help="table names, or 'all'")
+        s.add_argument("tables", nargs="+" if name == "run" else "*", help="table names, or 'all'")
         s.add_argument("--preset", default="mini", choices=PRESETS)
         s.add_argument("--out-root", default="", help="runs folder (default: <project>/runs or $DEPTH_ANYTHING_RUNS)")
         if name == "run":
@@ -353,6 +372,11 @@ def main(argv: list[str] | None = None) -> int:
             status = grid_status(names, args.preset, args.out_root)
             print(status.to_string(index=False))
             print(f"total: {status['cells done'].sum()} cells done in {status['cell minutes'].sum():.0f} min of cell time")
+            return 0
+        if args.command == "verdicts":
+            names = None if not args.tables or args.tables == ["all"] else args.tables
+            for name, text in table_verdicts(names, args.preset, args.out_root).items():
+                print(f"## {name} [{args.preset}]\n{text if text is not None else '(not run at this preset)'}\n")
             return 0
         outcome = run_tables(args.tables, args.preset, args.jobs, args.gpus, args.out_root, args.threads)
     except (KeyError, FileNotFoundError) as e:

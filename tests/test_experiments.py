@@ -93,3 +93,30 @@ def test_a_cell_whose_parameters_changed_runs_again(tmp_path):
     assert list(second["value"]) == [0.0, 42.0, 2.0]
     assert second["pid"][0] == first["pid"][0] and second["pid"][2] == first["pid"][2]  # untouched cells reused
     assert second["pid"][1] != first["pid"][1]
+
+
+TABLE_NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "nbs" / "tables").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", TABLE_NOTEBOOKS, ids=lambda p: p.stem)
+def test_each_table_notebook_tags_its_last_cell_as_the_verdict(path):
+    "`experiments verdicts` reads the `verdict`-tagged cell: one per table notebook, the last code cell (the directions)."
+    cells = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    tagged = [i for i, c in enumerate(cells) if "verdict" in c.metadata.get("tags", [])]
+    assert tagged == [len(cells) - 1], f"{path.name}: verdict-tagged code cells {tagged}, expected only the last"
+
+
+def test_cli_verdicts_reads_the_executed_table_notebook(tmp_path, capsys):
+    folder = table_dir("dav2_table05", "mini", str(tmp_path))
+    folder.mkdir(parents=True)
+    nb = nbformat.v4.new_notebook()
+    verdict = nbformat.v4.new_code_cell("print('x')", metadata={"tags": ["verdict"]})
+    verdict.outputs = [nbformat.v4.new_output("stream", name="stdout", text="Table 5 in miniature: NOT reproduced.\n")]
+    other = nbformat.v4.new_code_cell("print('y')")
+    other.outputs = [nbformat.v4.new_output("stream", name="stdout", text="not a verdict\n")]
+    nb.cells = [other, verdict]
+    nbformat.write(nb, folder / "dav2_table05.ipynb")
+    assert main(["verdicts", "dav2_table05", "dav2_table06", "--out-root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "Table 5 in miniature: NOT reproduced." in out and "not a verdict" not in out
+    assert "## dav2_table06 [mini]\n(not run at this preset)" in out
