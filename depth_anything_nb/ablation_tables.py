@@ -12,13 +12,13 @@ import numpy as np
 import pandas as pd
 
 from .data.procedural import ProceduralDepthDataset
-from .experiments import Cell, stage_run_dir
+from .experiments import Cell, beyond_noise, seed_noise, stage_run_dir
 from .sharpness import boundary_sharpness
 from .stages import HELDOUT_SEED, RUNTIME_FIELDS, StudentConfig, cache_dir, load_depth_model
 
 # %% auto #0
 __all__ = ['EVAL_SETS', 'PAPER_BENCHMARK', 'METRICS', 'scores', 'table_rows', 'paper_frame', 'same_schedule', 'heldout_scenes',
-           'run_sharpness', 'better', 'beyond_noise', 'direction', 'seed_variants', 'seed_noise', 'noise_floor']
+           'run_sharpness', 'better', 'direction', 'noise_floor']
 
 # %% ../nbs/52_ablation_tables.ipynb #3e9a58df
 EVAL_SETS = {"real": "procedural-real", "synthetic": "procedural-synthetic", "motorcycle": "motorcycle"}
@@ -87,13 +87,6 @@ def better(a: float, b: float, metric: str) -> bool | None:
     return bool(a < b) if lower else bool(a > b)
 
 
-def beyond_noise(a: float, b: float, noise: float) -> bool | None:
-    "Is |a − b| larger than 2σ of seed noise? None when σ is unknown (NaN or 0)."
-    if noise is None or not noise > 0 or better(a, b, "x/abs_rel") is None:
-        return None
-    return bool(abs(a - b) > 2 * noise)
-
-
 def direction(label: str, a: float, b: float, metric: str, names: tuple[str, str],
               noise: float = math.nan) -> tuple[bool | None, str]:
     "(holds, sentence) for the claim '`names[0]` beats `names[1]` on `metric`' with values `a`, `b`; `noise`: σ over seeds."
@@ -107,18 +100,6 @@ def direction(label: str, a: float, b: float, metric: str, names: tuple[str, str
     if clear is not None:
         text += f"; {'beyond' if clear else 'within'} seed noise, 2σ = {2 * noise:.4f}"
     return ok, text + ")"
-
-
-def seed_variants(cell: Cell, seeds: list[int]) -> list[Cell]:
-    "Copies of `cell` that differ only in `seed`: keys `<key>-seed<s>`, one more label `seed`."
-    return [dataclasses.replace(cell, key=f"{cell.key}-seed{s}", parameters={**cell.parameters, "seed": s},
-                                labels={**cell.labels, "seed": s}) for s in seeds]
-
-
-def seed_noise(values) -> float:
-    "σ: the sample standard deviation of one row's metric over its seeds (NaN with fewer than two values)."
-    v = [float(x) for x in values if x is not None and not np.isnan(x)]
-    return float(np.std(v, ddof=1)) if len(v) >= 2 else math.nan
 
 
 def noise_floor(grid: pd.DataFrame, cell: Cell, seeds: list[int], model: str = "model") -> tuple[pd.DataFrame, dict]:

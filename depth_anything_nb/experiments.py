@@ -13,6 +13,7 @@ import math
 import os
 import queue
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,8 +28,8 @@ from .stages import project_root, runs_root
 
 # %% auto #0
 __all__ = ['STAGE_NOTEBOOKS', 'PRESETS', 'RESULT', 'ERROR', 'VERDICT_TAG', 'Cell', 'stage_run_dir', 'table_dir', 'notebooks_dir',
-           'run_cell', 'flatten_numbers', 'run_grid', 'smoke_settings', 'side_by_side', 'write_table',
-           'table_notebooks', 'run_tables', 'grid_status', 'table_verdicts', 'main']
+           'run_cell', 'flatten_numbers', 'run_grid', 'smoke_settings', 'seed_variants', 'seed_noise', 'beyond_noise',
+           'side_by_side', 'write_table', 'table_notebooks', 'run_tables', 'grid_status', 'table_verdicts', 'main']
 
 # %% ../nbs/50_experiments.ipynb #3411a416
 STAGE_NOTEBOOKS: dict[str, str] = {  # stage notebook in nbs/ → its configuration class ("module:Class")
@@ -242,6 +243,25 @@ def smoke_settings(preset: str, out_root: str = "", limit_under_test: int = 2) -
     if os.environ.get("IN_TEST"):
         return "smoke", tempfile.mkdtemp(prefix="table-smoke-"), limit_under_test
     return preset, out_root, None
+
+# %% ../nbs/50_experiments.ipynb #d14bb115
+def seed_variants(cell: Cell, seeds: list[int]) -> list[Cell]:
+    "Copies of `cell` that differ only in `seed`: keys `<key>-seed<s>`, one more label `seed`."
+    return [dataclasses.replace(cell, key=f"{cell.key}-seed{s}", parameters={**cell.parameters, "seed": s},
+                                labels={**cell.labels, "seed": s}) for s in seeds]
+
+
+def seed_noise(values) -> float:
+    "σ: the sample standard deviation of one row's metric over its seeds (NaN with fewer than two values)."
+    v = [float(x) for x in values if x is not None and not math.isnan(x)]
+    return statistics.stdev(v) if len(v) >= 2 else math.nan
+
+
+def beyond_noise(a: float, b: float, noise: float) -> bool | None:
+    "Is |a − b| larger than 2σ of seed noise? None when σ is unknown (NaN or 0) or a value is missing."
+    if noise is None or not noise > 0 or any(x is None or math.isnan(x) for x in (a, b)):
+        return None
+    return bool(abs(a - b) > 2 * noise)
 
 # %% ../nbs/50_experiments.ipynb #a7835c65
 def side_by_side(ours: pd.DataFrame, paper: pd.DataFrame, on: list[str], metrics: list[str]) -> pd.DataFrame:

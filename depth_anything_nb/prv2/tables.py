@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from .tiling import tiled_inference
+from ..experiments import beyond_noise
 from .training import LOWER_IS_BETTER, load_model
 
 # %% auto #0
@@ -101,10 +102,18 @@ def is_better(a: float, b: float, metric: str) -> bool | None:
     return bool(a < b) if metric in LOWER_IS_BETTER else bool(a > b)
 
 
-def verdict(claim: str, outcome: bool | None, detail: str = "") -> str:
+def verdict(claim: str, outcome: bool | None, detail: str = "", values: tuple[float, float] | None = None,
+            noise: float = math.nan) -> str:
     "One line: the paper's claim, then reproduced / not reproduced / not enough cells, then the numbers."
     word = {True: "reproduced", False: "NOT reproduced", None: "not enough cells"}[outcome]
-    return f"{claim}: {word}" + (f" ({detail})" if detail else "")
+    notes = [detail] if detail else []
+    if values is not None and outcome is not None:
+        a, b = values
+        notes.append(f"margin {100 * abs(a - b) / max(abs(a), abs(b), 1e-12):.2f}%")
+        clear = beyond_noise(a, b, noise)
+        if clear is not None:
+            notes.append(f"{'beyond' if clear else 'within'} seed noise, 2σ = {2 * noise:.4f}")
+    return f"{claim}: {word}" + (f" ({'; '.join(notes)})" if notes else "")
 
 # %% ../../nbs/53_prv2_tables.ipynb #d1623f2a
 def paper_order(table: pd.DataFrame, paper: pd.DataFrame, on: list[str]) -> pd.DataFrame:
