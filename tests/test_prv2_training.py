@@ -237,6 +237,19 @@ def test_config_identity_and_errors(tmp_path):
         prv2.train_coarse(named)
 
 
+def test_upstream_seed_pins_the_runs_read_and_keeps_old_identities(tmp_path):
+    "upstream_seed re-seeds one stage while it reads the seed-0 coarse / NP runs; left at None, run folders keep their names."
+    base = prv2.E2EConfig(preset="smoke", out_root=str(tmp_path))
+    assert "upstream_seed" not in base.identity()
+    reseeded = dataclasses.replace(base, seed=1)
+    pinned = dataclasses.replace(base, seed=1, upstream_seed=0)
+    for upstream in (prv2.coarse_config, prv2.pretrain_config):
+        assert upstream(pinned).resolved().run_dir() == upstream(base).resolved().run_dir()
+        assert upstream(reseeded).resolved().run_dir() != upstream(base).resolved().run_dir()
+        assert upstream(pinned).upstream_seed is None and upstream(pinned).seed == 0
+    assert len({base.run_dir(), reseeded.run_dir(), pinned.run_dir()}) == 3
+
+
 @pytest.mark.parametrize("notebook, cls", [("prv2_pretrain", "PretrainConfig"), ("prv2_train", "E2EConfig"),
                                            ("prv2_finetune_real", "FinetuneRealConfig")])
 def test_stage_notebook_parameters_are_the_config_fields(notebook, cls):

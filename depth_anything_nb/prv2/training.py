@@ -109,6 +109,10 @@ class PRV2Config(StageConfig):
     "Fields every PRV2 stage shares (after `StageConfig`'s); `None` means: the preset's value."
 
     PRESET_VALUES: ClassVar[dict[str, dict[str, dict]]] = PRESET_VALUES
+    LATER_DEFAULTS: ClassVar[dict] = {"upstream_seed": None}
+    # the seed of the runs this stage reads (coarse model, NP refiner, teacher); None: `seed`. A table varies only
+    # this stage's seed with it (seed noise of one stage, the upstream runs shared)
+    upstream_seed: int | None = None
     # data
     domain: str = "synthetic"  # "synthetic" (exact GT) | "real" (RealGT-degraded GT, procedural "real" style)
     data: dict | None = None  # None: the procedural world; else dict(reader="u4k"|"cityscapes"|"scannetpp", **kwargs)
@@ -149,8 +153,10 @@ class PRV2Config(StageConfig):
         return self.image_shape[0] // self.patch_split_num[0], self.image_shape[1] // self.patch_split_num[1]
 
     def derive(self, cls, **overrides):
-        "A config of stage `cls` sharing this one's preset, run-time, data and architecture fields."
+        "The config of a run this stage reads (stage `cls`): this one's preset, run-time, data and architecture fields."
         shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(PRV2Config) if f.name != "run_name"}
+        if self.upstream_seed is not None:
+            shared |= {"seed": self.upstream_seed, "upstream_seed": None}
         return cls(**{**shared, **overrides})
 
     def run(self) -> dict | None:
