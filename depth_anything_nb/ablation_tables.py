@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .data.procedural import ProceduralDepthDataset
-from .experiments import Cell, beyond_noise, seed_noise, stage_run_dir
+from .experiments import Cell, beyond_noise, relative_margin, seed_noise, seed_variants, stage_run_dir
 from .sharpness import boundary_sharpness
 from .stages import HELDOUT_SEED, RUNTIME_FIELDS, StudentConfig, cache_dir, load_depth_model
 
@@ -93,9 +93,8 @@ def direction(label: str, a: float, b: float, metric: str, names: tuple[str, str
     ok = better(a, b, metric)
     if ok is None:
         return None, f"{label}: not enough cells ({names[0]} {a}, {names[1]} {b})"
-    margin = abs(a - b) / max(abs(a), abs(b), 1e-12)
     text = (f"{label}: {names[0]} {a:.4f} vs {names[1]} {b:.4f} on {metric} → "
-            f"{'holds' if ok else 'does NOT hold'} (margin {100 * margin:.1f}%")
+            f"{'holds' if ok else 'does NOT hold'} (margin {100 * relative_margin(a, b):.1f}%")
     clear = beyond_noise(a, b, noise)
     if clear is not None:
         text += f"; {'beyond' if clear else 'within'} seed noise, 2σ = {2 * noise:.4f}"
@@ -104,6 +103,6 @@ def direction(label: str, a: float, b: float, metric: str, names: tuple[str, str
 
 def noise_floor(grid: pd.DataFrame, cell: Cell, seeds: list[int], model: str = "model") -> tuple[pd.DataFrame, dict]:
     "`cell`'s scores and those of its `seed_variants` in `grid` (one row per seed), and σ per METRICS column."
-    keys = [(cell.parameters.get("seed", 0), cell.key)] + [(s, f"{cell.key}-seed{s}") for s in seeds]
+    keys = [(cell.parameters.get("seed", 0), cell.key)] + [(v.labels["seed"], v.key) for v in seed_variants(cell, seeds)]
     rows = table_rows(grid, [({"seed": s}, key, model) for s, key in keys])
     return rows, {col: seed_noise(rows[col]) for col in METRICS}

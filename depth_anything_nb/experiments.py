@@ -28,8 +28,9 @@ from .stages import project_root, runs_root
 
 # %% auto #0
 __all__ = ['STAGE_NOTEBOOKS', 'PRESETS', 'RESULT', 'ERROR', 'VERDICT_TAG', 'Cell', 'stage_run_dir', 'table_dir', 'notebooks_dir',
-           'run_cell', 'flatten_numbers', 'run_grid', 'smoke_settings', 'seed_variants', 'seed_noise', 'beyond_noise',
-           'side_by_side', 'write_table', 'table_notebooks', 'run_tables', 'grid_status', 'table_verdicts', 'main']
+           'run_cell', 'flatten_numbers', 'run_grid', 'smoke_settings', 'seed_variants', 'seed_noise',
+           'relative_margin', 'beyond_noise', 'side_by_side', 'write_table', 'table_notebooks', 'run_tables',
+           'grid_status', 'table_verdicts', 'main']
 
 # %% ../nbs/50_experiments.ipynb #3411a416
 STAGE_NOTEBOOKS: dict[str, str] = {  # stage notebook in nbs/ → its configuration class ("module:Class")
@@ -255,6 +256,11 @@ def seed_noise(values) -> float:
     "σ: the sample standard deviation of one row's metric over its seeds (NaN with fewer than two values)."
     v = [float(x) for x in values if x is not None and not math.isnan(x)]
     return statistics.stdev(v) if len(v) >= 2 else math.nan
+
+
+def relative_margin(a: float, b: float) -> float:
+    "|a − b| relative to the larger of |a|, |b|: how far apart two rows of a table are."
+    return abs(a - b) / max(abs(a), abs(b), 1e-12)
 
 
 def beyond_noise(a: float, b: float, noise: float) -> bool | None:

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from .tiling import tiled_inference
-from ..experiments import beyond_noise
+from ..experiments import beyond_noise, relative_margin
 from .training import LOWER_IS_BETTER, load_model
 
 # %% auto #0
@@ -109,7 +109,7 @@ def verdict(claim: str, outcome: bool | None, detail: str = "", values: tuple[fl
     notes = [detail] if detail else []
     if values is not None and outcome is not None:
         a, b = values
-        notes.append(f"margin {100 * abs(a - b) / max(abs(a), abs(b), 1e-12):.2f}%")
+        notes.append(f"margin {100 * relative_margin(a, b):.2f}%")
         clear = beyond_noise(a, b, noise)
         if clear is not None:
             notes.append(f"{'beyond' if clear else 'within'} seed noise, 2σ = {2 * noise:.4f}")
