@@ -92,6 +92,14 @@ def _mat3(v, M):
     return v[..., 0:1] * M[..., 0, :] + v[..., 1:2] * M[..., 1, :] + v[..., 2:3] * M[..., 2, :]
 
 
+def _along(v, a):
+    "v @ a for (n, 3) rows and one direction a (3,) or K directions (3, K), as elementwise products (batch-size-independent bits, like `_mat3`)."
+    a = np.asarray(a)
+    if a.ndim == 1:
+        return _dot(v, a)
+    return v[:, 0:1] * a[0] + v[:, 1:2] * a[1] + v[:, 2:3] * a[2]
+
+
 class Primitive:
     "Geometry: exact ray intersection, unit normals, texture coordinates, and bounds for culling."
     center: np.ndarray | None = None  # bounding sphere; None = unbounded (planes, backdrop)
@@ -383,7 +391,7 @@ def _sinc(x):
 
 def _width_along(du, dv, a):
     "Box width along direction(s) a (3,) or (3, K) with the variance of the pixel footprint (the parallelogram du × dv) projected on a."
-    return np.sqrt((du @ a) ** 2 + (dv @ a) ** 2)
+    return np.sqrt(_along(du, a) ** 2 + _along(dv, a) ** 2)
 
 
 PATTERNS = ("flat", "stripes", "checker", "noise")
@@ -415,13 +423,16 @@ class Material:
     def noise(self, p, du, dv):
         "Zero-mean noise at p (n, 3); each wave is averaged over the pixel's parallelogram exactly (two sinc factors)."
         dirs, freq, amp, phase = self.waves
-        waves = np.sin((p @ dirs) * freq + phase)
+        waves = np.sin(_along(p, dirs) * freq + phase)
         for dx in (du, dv):
-            x = np.abs(dx @ dirs) * (0.5 * freq)
+            x = np.abs(_along(dx, dirs)) * (0.5 * freq)
             blur = x.max(0) > 1e-3  # only the waves that the footprint actually averages
             if blur.any():
                 waves[:, blur] *= _sinc(x[:, blur])
-        return waves @ amp
+        total = waves[:, 0] * amp[0]  # waves @ amp, summed in a fixed order (batch-size-independent bits)
+        for k in range(1, len(amp)):
+            total = total + waves[:, k] * amp[k]
+        return total
 
     def albedo(self, p, du, dv):
         "Albedo (n, 3) at texture coordinates p (n, 3), box-filtered over the pixel footprint spanned by du, dv (n, 3)."
@@ -431,7 +442,7 @@ class Material:
         ph = np.asarray(self.phase, np.float32)
         if self.pattern == "stripes":
             a = np.asarray(self.direction, np.float32)
-            f = 0.5 + 0.5 * _box_filtered_square(p @ a + ph[0], self.period, _width_along(du, dv, a))
+            f = 0.5 + 0.5 * _box_filtered_square(_dot(p, a) + ph[0], self.period, _width_along(du, dv, a))
         elif self.pattern == "checker":  # a product of square waves along the axes: the box filter factorises
             f = 0.5 + 0.5 * np.prod([_box_filtered_square(p[:, k] + ph[k], self.period, np.hypot(du[:, k], dv[:, k]))
                                      for k in range(3)], 0)
@@ -595,7 +606,7 @@ def _in_shadow(objects, culling, p, band_pos, rows, w, to_sun):
     "True where the ray from lit point p towards the sun is blocked; band_pos maps band pixels to rows of p (-1: none)."
     L = np.asarray(to_sun, np.float32)
     e1, e2, _ = (np.asarray(e, np.float32) for e in _frame(L))
-    a, b, s = p @ e1, p @ e2, p @ L  # coordinates across and along the sun's rays
+    a, b, s = _dot(p, e1), _dot(p, e2), _dot(p, L)  # coordinates across and along the sun's rays
     blocked = np.zeros(len(p), bool)
     for prim, rect in zip(objects, culling):
         if rect is False:
@@ -646,8 +657,8 @@ def _footprint(n, d, t, du_dir, dv_dir):
     "Ray differentials: how far the hit point moves on its tangent plane when the pixel moves one step right / down."
     nd = _dot(n, d)
     nd = np.where(np.abs(nd) < 1e-4, np.float32(1e-4), nd)
-    du = t[:, None] * (du_dir - (n @ du_dir / nd)[:, None] * d)
-    dv = t[:, None] * (dv_dir - (n @ dv_dir / nd)[:, None] * d)
+    du = t[:, None] * (du_dir - (_dot(n, du_dir) / nd)[:, None] * d)
+    dv = t[:, None] * (dv_dir - (_dot(n, dv_dir) / nd)[:, None] * d)
     return du, dv
 
 
@@ -690,7 +701,7 @@ def render_linear(scene: Scene, h: int, w: int, max_pixels: int = 1 << 17):
             du, dv = _footprint(n[i:j], dh[i:j], th[i:j], du_dir, dv_dir)
             q = ob.local(pk, ak).astype(np.float32)
             alb[i:j] = mats[k].albedo(q, ob.local(pk + du, ak) - q, ob.local(pk + dv, ak) - q)
-        ndl = np.maximum(n @ L, 0)
+        ndl = np.maximum(_dot(n, L), 0)
         li = np.flatnonzero(ndl > 0)
         if len(li):
             pos = np.full(len(d), -1, np.int64)
