@@ -356,6 +356,16 @@ def outdir_not_writable(tmp, tiny):
 
 
 @case
+def outdir_in_a_pseudo_filesystem(tmp, tiny):
+    "procfs takes no new files, not even from root"
+    if not Path("/proc/self").is_dir():
+        pytest.skip("no /proc on this system")
+    png(tmp / "a.png")
+    return Case(["run", "--img-path", str(tmp / "a.png"), "--outdir", "/proc/depth-anything-out", "--checkpoint",
+                 str(tiny["tiny"]), "--input-size", "28"], 2, ["/proc/depth-anything-out", "not writable"])
+
+
+@case
 def refine_process_shape_zero(tmp, tiny):
     png(tmp / "a.png", 112, 112)
     return Case(["refine", "--img-path", str(tmp / "a.png"), "--outdir", str(tmp / "out"), "--process-shape", "0",
