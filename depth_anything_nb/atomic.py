@@ -9,6 +9,7 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import secrets
 import threading
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['TEMP_TAG', 'atomic_path', 'atomic_write_bytes', 'atomic_write_text', 'atomic_write_json', 'stale_temps',
-           'remove_stale_temps']
+           'remove_stale_temps', 'orphan_temps', 'remove_orphan_temps']
 
 # %% ../nbs/06_atomic_files.ipynb #4e973c1c
 TEMP_TAG = ".tmp-"  # marks temporaries: .<name>.tmp-<pid>-<serial>-<random><suffix>
@@ -104,6 +105,42 @@ def stale_temps(folder: str | os.PathLike, pattern: str = "*") -> list[Path]:
 def remove_stale_temps(folder: str | os.PathLike, pattern: str = "*") -> list[Path]:
     "Delete `stale_temps(folder, pattern)`; returns what was deleted. Only while no writer of those files runs."
     found = stale_temps(folder, pattern)
+    for tmp in found:
+        tmp.unlink(missing_ok=True)
+    return found
+
+
+_TEMP_PID = re.compile(re.escape(TEMP_TAG) + r"(\d+)-\d+-[0-9a-f]{12}")
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):  # exists but is not ours, or the platform cannot tell: assume alive
+        return True
+    return True
+
+
+def orphan_temps(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
+    "Temporaries under `folder` whose writer process no longer exists on this machine (killed, e.g. by kill -9)."
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = []
+    for tmp in (folder.rglob if recursive else folder.glob)(f".*{TEMP_TAG}*"):
+        m = _TEMP_PID.search(tmp.name)
+        if m and not _process_alive(int(m[1])) and tmp.is_file() and not tmp.is_symlink():
+            found.append(tmp)
+    return sorted(found)
+
+
+def remove_orphan_temps(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
+    "Delete `orphan_temps(folder)`: safe beside live writers on this machine (their pids exist); returns what was deleted."
+    found = orphan_temps(folder, recursive)
     for tmp in found:
         tmp.unlink(missing_ok=True)
     return found

@@ -97,7 +97,12 @@ def read_state_dict(
     try:
         obj, file_meta = _read_file(path, map_location)
     except Exception as e:  # noqa: BLE001 - every reader failure becomes one clear error
-        if "Weights only load failed" in str(e):
+        with open(path, "rb") as f:
+            head = f.read(8)
+        if path.suffix != ".safetensors" and not head.startswith((b"PK\x03\x04", b"\x80")):  # torch's two formats
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint: neither a zip archive (torch.save) nor a pickle "
+                                  f"(the file starts with {head!r})") from None
+        if "Weights only load failed" in str(e) and "GLOBAL" in str(e).upper():  # a class or function reference
             raise CheckpointError(f"{path}: the file holds Python objects besides tensors, which safe loading "
                                   f"(weights_only=True) refuses to unpickle; re-save its state dict, or load it "
                                   f"yourself if you trust its source") from None

@@ -6,9 +6,13 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
+import os
+import stat
 import sys
+import tempfile
 import time
 import warnings
 from collections import Counter
@@ -23,17 +27,21 @@ from tqdm.auto import tqdm
 
 from .checkpoints import load_model
 from .dpt import DepthAnythingV2
+from .atomic import remove_orphan_temps
+from .preprocess import PATCH_SIZE, fit_size, network_size
 from depth_anything_nb.inference import (
-    IMAGE_SUFFIXES, ImageReadError, atomic_output, atomic_write_bytes, camera_intrinsics, colorize, colormap_lut,
+    IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, ImageReadError, png16_sidecar_path, atomic_output, atomic_write_bytes, camera_intrinsics, colorize, colormap_lut,
     depth_to_points, inverse_depth_to_depth, is_flat, iter_predictions, read_image, resize_depth, select_device,
     side_by_side, write_depth_png16, write_image, write_npy, write_ply,
 )
 
 # %% auto #0
-__all__ = ['SUBCOMMANDS', 'SUBCOMMAND_MODULES', 'VIDEO_SUFFIXES', 'SAMPLE_IMAGES', 'ENCODERS', 'RUN', 'Subcommand', 'CLIError',
-           'register_subcommand', 'build_parser', 'main', 'InputFile', 'collect_inputs', 'sample_image_paths',
-           'RunReport', 'random_weights_warning', 'build_model', 'output_paths', 'write_outputs', 'ColorRange',
-           'run_video', 'add_model_arguments', 'add_input_arguments', 'add_output_arguments', 'run_command']
+__all__ = ['SUBCOMMANDS', 'SUBCOMMAND_MODULES', 'VIDEO_SUFFIXES', 'SAMPLE_IMAGES', 'ENCODERS', 'MAX_NETWORK_SIDE', 'RUN',
+           'Subcommand', 'CLIError', 'register_subcommand', 'build_parser', 'main', 'InputFile', 'collect_inputs',
+           'sample_image_paths', 'RunReport', 'random_weights_warning', 'checkpoint_run_info', 'build_model',
+           'PredictionError', 'output_paths', 'write_outputs', 'plan_outputs', 'ColorRange', 'run_video',
+           'add_model_arguments', 'add_input_arguments', 'add_output_arguments', 'check_outdir', 'start_outdir',
+           'run_command']
 
 # %% ../nbs/05_cli.ipynb #a2463ad5
 @dataclass(frozen=True)
@@ -96,24 +104,46 @@ SAMPLE_IMAGES = ("astronaut.png", "coffee.png", "chelsea.png", "motorcycle_left.
 class InputFile:
     path: Path  # where to read it
     name: str  # output name relative to the output folder, without suffix (POSIX separators)
+    problem: str | None = None  # known unusable before reading (a symlink loop, an unreadable list): reported, skipped
 
 
 def _is_within(path: Path, folder: Path | None) -> bool:
     return folder is not None and (path == folder or folder in path.parents)
 
 
-def _walk(folder: Path, suffixes: frozenset[str], exclude: Path | None) -> tuple[list[Path], int]:
-    "Files under `folder` with one of `suffixes` (sorted), and how many other files were ignored."
+def _walk(folder: Path, suffixes: frozenset[str], exclude: Path | None) -> tuple[list[tuple[Path, str | None]], int]:
+    "(file, problem or None) under `folder` with one of `suffixes` (sorted), and how many other files were ignored."
     found, ignored = [], 0
     for p in sorted(folder.rglob("*")):
         rel = p.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts) or _is_within(p.resolve(), exclude) or not p.is_file():
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        try:
+            resolved = p.resolve(strict=True)
+        except (OSError, RuntimeError) as e:  # a symlink loop (RuntimeError before Python 3.13) or a dangling link
+            loop = isinstance(e, RuntimeError) or getattr(e, "errno", None) == errno.ELOOP
+            found.append((p, "symbolic link loop" if loop else "symbolic link to a missing file"))
+            continue
+        if _is_within(resolved, exclude) or not p.is_file():
             continue
         if p.suffix.lower() in suffixes:
-            found.append(p)
+            found.append((p, None))
         else:
             ignored += 1
     return found, ignored
+
+
+def _read_list(spec: Path) -> list[InputFile]:
+    "The inputs of a `.txt` list, or one failed input naming the list's problem."
+    try:
+        text = spec.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        return [InputFile(spec, spec.stem, f"list of paths is not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
+                                           f"{e.start}); write one path per line, UTF-8 encoded")]
+    except OSError as e:
+        return [InputFile(spec, spec.stem, f"cannot read the list of paths ({e.strerror or e})")]
+    lines = [line.strip() for line in text.splitlines()]
+    return [InputFile(Path(line), Path(line).stem) for line in lines if line and not line.startswith("#")]
 
 
 def collect_inputs(
@@ -129,10 +159,9 @@ def collect_inputs(
         if spec.is_dir():
             found, skipped = _walk(spec, suffixes, exclude)
             ignored += skipped
-            items += [InputFile(p, p.relative_to(spec).with_suffix("").as_posix()) for p in found]
+            items += [InputFile(p, p.relative_to(spec).with_suffix("").as_posix(), problem) for p, problem in found]
         elif spec.suffix.lower() == ".txt" and spec.is_file():
-            lines = [line.strip() for line in spec.read_text().splitlines()]
-            items += [InputFile(Path(line), Path(line).stem) for line in lines if line and not line.startswith("#")]
+            items += _read_list(spec)
         else:
             items.append(InputFile(spec, spec.stem))
     return _unique_names(items), ignored
@@ -142,14 +171,18 @@ def _unique_names(items: list[InputFile]) -> list[InputFile]:
     counts = Counter(item.name for item in items)
     out, used = [], set()
     for item in items:
-        name = item.name if counts[item.name] == 1 else f"{item.name}_{item.path.suffix.lstrip('.').lower() or 'noext'}"
+        name = item.name if counts[item.name] == 1 else f"{item.name}_{_ext(item)}"
         candidate, k = name, 1
         while candidate in used:
             k += 1
             candidate = f"{name}_{k}"
         used.add(candidate)
-        out.append(InputFile(item.path, candidate))
+        out.append(InputFile(item.path, candidate, item.problem))
     return out
+
+
+def _ext(item: InputFile) -> str:
+    return item.path.suffix.lstrip(".").lower() or "noext"
 
 
 def sample_image_paths() -> list[Path]:
@@ -176,6 +209,8 @@ class RunReport:
         self.warnings: list[dict] = []
         self.notes: list[str] = []  # shown loudly at the top of the summary (e.g. random weights)
         self.started = time.time()
+        self.aborted: str | None = None  # why the run stopped early (interrupted, crashed)
+        self._abort_code = 0
 
     def fail(self, path, reason: str) -> None:
         self.failures.append({"path": str(path), "reason": reason})
@@ -184,20 +219,52 @@ class RunReport:
     def warn(self, path, message: str) -> None:
         self.warnings.append({"path": str(path), "warning": message})
 
+    def abort(self, reason: str, exit_code: int) -> None:
+        "The run stops before its end: `reason` goes into the summary, `exit_code` is the process's (130 Ctrl-C)."
+        self.aborted, self._abort_code = reason, exit_code
+
     @property
     def exit_code(self) -> int:
+        if self.aborted is not None:
+            return self._abort_code
         return 1 if self.failures else 0
 
     def as_dict(self) -> dict:
         return {"command": self.command, "outdir": str(self.outdir), "notes": self.notes, **self.info,
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
+                "completed": self.aborted is None, "aborted": self.aborted,
                 "counts": dict(self.counts), "failed": len(self.failures), "failures": self.failures,
                 "warnings": self.warnings, "seconds": round(time.time() - self.started, 2), "exit_code": self.exit_code}
 
     def write(self) -> Path:
-        return atomic_write_bytes(self.outdir / "summary.json", json.dumps(self.as_dict(), indent=1).encode())
+        "Write `summary.json`; the records of earlier runs into the same folder move into its `previous_runs`."
+        path = self.outdir / "summary.json"
+        record, previous = self.as_dict(), []
+        if path.is_file():
+            try:
+                old = json.loads(path.read_text(encoding="utf-8"))
+                if not isinstance(old, dict):
+                    raise ValueError("not a JSON object")
+                previous = list(old.pop("previous_runs", [])) + [old]
+            except (OSError, ValueError) as e:  # not ours, or damaged: keep it as it is, beside
+                keep = path.with_name(f"summary.unreadable-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.json")
+                os.replace(path, keep)
+                record["notes"] = record["notes"] + [f"the earlier summary.json was unreadable ({e}): kept as {keep.name}"]
+        record["previous_runs"] = previous
+        return atomic_write_bytes(path, json.dumps(record, indent=1).encode())
+
+    def finish(self) -> None:
+        "Write summary.json (a failure to do so is said, and makes the exit code non-zero) and print the summary."
+        try:
+            self.write()
+        except OSError as e:
+            self.fail(self.outdir / "summary.json", f"cannot write the run's record ({e.strerror or e})")
+        print(self.format())
 
     def format(self) -> str:
         lines = [f"=== depth-anything {self.command}: summary ==="] + [f"!!! {note}" for note in self.notes]
+        if self.aborted is not None:
+            lines.append(f"!!! ABORTED: {self.aborted}")
         lines += [f"{k}: {v}" for k, v in self.info.items()]
         lines.append("counts: " + (", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())) or "nothing done"))
         lines.append(f"failed: {len(self.failures)}")
@@ -205,7 +272,7 @@ class RunReport:
         if self.warnings:
             lines.append(f"warnings: {len(self.warnings)}")
             lines += [f"  {w['path']}: {w['warning']}" for w in self.warnings]
-        lines.append(f"outputs in {self.outdir} (summary.json); {time.time() - self.started:.1f} s")
+        lines.append(f"outputs in {self.outdir} (summary.json); {time.time() - self.started:.1f} s; exit code {self.exit_code}")
         return "\n".join(lines)
 
 # %% ../nbs/05_cli.ipynb #d600e8db
@@ -217,6 +284,25 @@ def random_weights_warning(encoder: str) -> str:
             f"MEANINGLESS (it only exercises the pipeline). Pass --checkpoint depth_anything_v2_{encoder}.pth for real depth.")
 
 
+def checkpoint_run_info(checkpoint: str | Path | None) -> dict:
+    "The `model.json` a training stage writes beside its `model.pt` (encoder, max_depth, input_size), or {}."
+    if checkpoint is None or Path(checkpoint).is_dir():
+        return {}
+    path = Path(checkpoint).with_suffix(".json")
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CLIError(f"{path} (the model description beside --checkpoint): unreadable ({e})") from None
+    if not isinstance(info, dict) or not {"encoder", "input_size", "max_depth"} & set(info):
+        return {}  # some other JSON file: not a model description
+    size = info.get("input_size")
+    if size is not None and (not isinstance(size, int) or size < PATCH_SIZE):
+        raise CLIError(f"{path}: input_size must be an integer of at least {PATCH_SIZE}, got {size!r}")
+    return info
+
+
 def build_model(encoder: str | None, checkpoint: str | None, max_depth: float | None, seed: int = 0):
     "(model in eval mode, description of its weights, True if the weights are random)."
     if checkpoint is None:
@@ -225,8 +311,12 @@ def build_model(encoder: str | None, checkpoint: str | None, max_depth: float | 
         model = DepthAnythingV2.from_config(encoder, max_depth=max_depth)
         return model.eval(), f"RANDOM (seed {seed}, no --checkpoint): outputs are meaningless", True
     path = Path(checkpoint)
-    if not path.is_file():
-        raise CLIError(f"--checkpoint {checkpoint}: no such file")
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        raise CLIError(f"--checkpoint {checkpoint}: {'no such file or directory' if e.errno == errno.ENOENT else e.strerror}") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # a FIFO would block torch.load forever
+        raise CLIError(f"--checkpoint {checkpoint}: not a regular file or a model directory")
     try:
         model = load_model(path, encoder=encoder, max_depth=max_depth)
     except Exception as e:  # an untrusted file: say what is wrong with it, without a traceback
@@ -234,6 +324,10 @@ def build_model(encoder: str | None, checkpoint: str | None, max_depth: float | 
     return model.eval(), str(path), False
 
 # %% ../nbs/05_cli.ipynb #94c607dd
+class PredictionError(ValueError):
+    "The model's output for one image is unusable (non-finite values): that image fails, the batch goes on."
+
+
 def output_paths(outdir: Path, name: str, options: argparse.Namespace, metric: bool) -> dict[str, Path]:
     "Where each requested output of the input `name` goes (see the table above)."
     base = str(Path(outdir) / name)
@@ -256,6 +350,10 @@ def write_outputs(
     depth_range: tuple[float, float] | None = None,  # colour-map range; None = this map's min–max
 ) -> list[str]:  # warnings
     "Write every requested output of one image; returns warnings (flat depth, clipped PNG values)."
+    finite = np.isfinite(network_depth)
+    if not finite.all():  # a broken checkpoint or an fp16 overflow: a failure of this image, not a flat map
+        raise PredictionError(f"the model predicted non-finite depth ({finite.size - int(finite.sum())} of "
+                              f"{finite.size} values NaN or inf); no output written")
     notes = []
     depth = resize_depth(network_depth, image.shape[:2])
     if is_flat(depth):
@@ -281,6 +379,57 @@ def write_outputs(
                     f"intrinsics fx={fx:.4f} fy={fy:.4f} cx={cx:.4f} cy={cy:.4f} image {w}x{h}"]
         write_ply(paths["ply"], points, colors, binary=not options.ply_ascii, comments=comments)
     return notes
+
+# %% ../nbs/05_cli.ipynb #5c1e2a7d
+def _absolute(path) -> Path:
+    "`path` made absolute with its symbolic links resolved where they can be (never raises)."
+    try:
+        return Path(os.path.abspath(path)).resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.abspath(path))
+
+
+def _output_files(paths: dict[str, Path]) -> list[Path]:
+    "Every file a set of outputs writes (a 16-bit PNG brings its JSON sidecar)."
+    files = list(paths.values())
+    if "png16" in paths:
+        files.append(png16_sidecar_path(paths["png16"]))
+    return files
+
+
+def plan_outputs(
+    items: list[InputFile],
+    paths_of: Callable[[str], dict[str, Path]],  # output name -> {kind: path}, e.g. `output_paths` bound to the options
+    inputs: Iterable[str | Path] = (),  # every file the run reads: no output may replace one
+    reserved: Iterable[str | Path] = (),  # other files no output may take (summary.json)
+    taken: dict[Path, InputFile] | None = None,  # outputs claimed so far (shared between calls), updated
+) -> tuple[list[tuple[InputFile, dict[str, Path]]], list[tuple[InputFile, str]]]:  # (item, paths), renames
+    "Output paths for every input such that none replaces an input, a reserved file or another input's output."
+    inputs = {_absolute(p): p for p in inputs}
+    reserved = {_absolute(p) for p in reserved}
+    taken = {} if taken is None else taken
+    planned, renames = [], []
+    for item in items:
+        name, k = item.name, 0
+        while True:
+            paths = paths_of(name)
+            files = [_absolute(p) for p in _output_files(paths)]
+            clash = next((f for f in files if f in inputs or f in reserved or f in taken), None)
+            if clash is None:
+                break
+            if name == item.name:
+                why = ("the input itself" if inputs.get(clash) is not None and _absolute(item.path) == clash
+                       else f"the input {inputs[clash]}" if clash in inputs
+                       else f"the output of {taken[clash].path}" if clash in taken else "the run's own record")
+                first = (clash, why)
+            k += 1
+            name = f"{item.name}_{_ext(item)}" + (f"_{k}" if k > 1 else "")
+        taken.update((f, item) for f in files)
+        if name != item.name:
+            renames.append((item, f"outputs named {name}.* instead of {item.name}.*: {first[0].name} would have "
+                                  f"replaced {first[1]}"))
+        planned.append((item, paths))
+    return planned, renames
 
 # %% ../nbs/05_cli.ipynb #11d268ab
 class ColorRange:
@@ -328,7 +477,7 @@ def run_video(model, path: Path, output: Path, options: argparse.Namespace, devi
             try:
                 for index, frame, network_depth in iter_predictions(
                     model, _video_frames(capture), options.input_size, options.batch_size, device, options.amp,
-                    interpolation=None,
+                    interpolation=None, max_side=getattr(options, "max_network_side", None),
                 ):
                     assert index == frames, "frames of one video share a size, so they come back in order"
                     depth = resize_depth(network_depth, frame.shape[:2])
@@ -351,15 +500,23 @@ def run_video(model, path: Path, output: Path, options: argparse.Namespace, devi
     return frames
 
 # %% ../nbs/05_cli.ipynb #925785f0
+MAX_NETWORK_SIDE = 4 * 518  # 2072: everything up to a 4:1 panorama runs at the official size
+
+
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--encoder", choices=ENCODERS, default=None,
                    help="ViT size (default: read from the checkpoint; vitl without one, as the official run.py)")
     g.add_argument("--checkpoint", "--load-from", dest="checkpoint", metavar="PATH", default=None,
-                   help="official .pth or a .safetensors; WITHOUT IT THE WEIGHTS ARE RANDOM and outputs meaningless")
+                   help="official .pth, a .safetensors or a Hugging Face model folder; WITHOUT IT THE WEIGHTS ARE "
+                   "RANDOM and outputs meaningless")
     g.add_argument("--max-depth", type=float, default=None,
                    help="metric model: sigmoid output times this many metres (20 Hypersim, 80 VKITTI); omit for relative")
-    g.add_argument("--input-size", type=int, default=518, help="network input's shorter side (multiple of 14)")
+    g.add_argument("--input-size", type=int, default=None,
+                   help="network input's shorter side (multiple of 14; default: the input_size recorded in the "
+                   "model.json beside --checkpoint, else 518)")
+    g.add_argument("--max-network-side", type=int, default=MAX_NETWORK_SIDE,
+                   help="cap on the network input's longer side (thin images are scaled down to fit)")
     g.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
     g.add_argument("--batch-size", type=int, default=4, help="images of equal network input size per forward pass")
     g.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none", help="autocast dtype for the forward pass")
@@ -367,13 +524,17 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_input_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("inputs (at least one)")
-    g.add_argument("--img-path", nargs="+", default=[], metavar="PATH",
-                   help="image file, directory (searched recursively) or .txt list of paths; several allowed")
-    g.add_argument("--video-path", nargs="+", default=[], metavar="PATH", help="video file, directory or .txt list")
+    g.add_argument("--img-path", nargs="+", action="extend", default=[], metavar="PATH",
+                   help="image file, directory (searched recursively) or .txt list of paths; several allowed, "
+                   "and the flag may repeat")
+    g.add_argument("--video-path", nargs="+", action="extend", default=[], metavar="PATH",
+                   help="video file, directory or .txt list")
     g.add_argument("--sample-images", action="store_true",
                    help="also run on the photos bundled with scikit-image: " + ", ".join(SAMPLE_IMAGES))
     g.add_argument("--skip-existing", action="store_true",
                    help="skip inputs whose outputs all exist (resume a killed run; outputs are written atomically)")
+    g.add_argument("--max-pixels", type=float, default=MAX_IMAGE_PIXELS / 1e6, metavar="MPX",
+                   help="refuse images whose header announces more megapixels (decompression bombs)")
 
 
 def add_output_arguments(p: argparse.ArgumentParser) -> None:
@@ -406,11 +567,41 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     add_output_arguments(p)
 
 
+def check_outdir(outdir: str | Path, flag: str = "--outdir") -> None:
+    "A one-line `CLIError` unless `outdir` is (or can be made) a writable folder; creates nothing."
+    outdir = Path(outdir)
+    existing = outdir
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is not a folder" if existing == outdir else f"cannot be created: {existing} is not a folder"
+        raise CLIError(f"{flag} {outdir}: {what}")
+    try:  # the real test of writability (permissions, read-only mounts, ACLs)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        where = "" if existing == outdir else f" (its folder {existing})"
+        raise CLIError(f"{flag} {outdir}{where}: not writable ({e.strerror or e})") from None
+
+
+def _check_input_size(size: int, max_side: int, source: str) -> None:
+    if size < PATCH_SIZE:
+        raise CLIError(f"{source} must be at least {PATCH_SIZE} (one ViT patch), got {size}")
+    if size > max_side:
+        raise CLIError(f"{source} {size} exceeds --max-network-side {max_side} (the network input's longer side "
+                       f"bounds its memory); raise --max-network-side if this machine has the memory")
+
+
 def _check_run_arguments(a: argparse.Namespace) -> None:
     if not (a.img_path or a.video_path or a.sample_images):
         raise CLIError("nothing to do: give --img-path, --video-path or --sample-images")
-    if a.input_size < 14:
-        raise CLIError(f"--input-size must be at least 14 (one ViT patch), got {a.input_size}")
+    if a.max_network_side < PATCH_SIZE:
+        raise CLIError(f"--max-network-side must be at least {PATCH_SIZE} (one ViT patch), got {a.max_network_side}")
+    if a.input_size is not None:
+        _check_input_size(a.input_size, a.max_network_side, "--input-size")
+    if not a.max_pixels > 0:
+        raise CLIError(f"--max-pixels must be positive (megapixels), got {a.max_pixels}")
     if a.batch_size < 1:
         raise CLIError(f"--batch-size must be at least 1, got {a.batch_size}")
     if a.max_depth is not None and not a.max_depth > 0:
@@ -435,6 +626,7 @@ def _check_run_arguments(a: argparse.Namespace) -> None:
             camera_intrinsics(100, 100, a.fx, a.fy, a.cx, a.cy, a.fov)
         except ValueError as e:
             raise CLIError(f"--pointcloud: {e} (--fx/--fy/--cx/--cy or --fov)") from None
+    check_outdir(a.outdir)
 
 
 def _check_model_arguments(a: argparse.Namespace, metric: bool) -> None:
@@ -447,11 +639,30 @@ def _check_model_arguments(a: argparse.Namespace, metric: bool) -> None:
             "[--inverse-depth-shift T] so that depth = 1/(S*d + T)")
 
 
+def start_outdir(outdir: Path, report: RunReport) -> None:
+    "Create the output folder and remove temporaries that killed runs left in it (their writer pid is gone)."
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CLIError(f"--outdir {outdir}: cannot be created ({e.strerror or e})") from None
+    removed = remove_orphan_temps(outdir)
+    if removed:
+        report.counts["temporaries of killed runs removed"] = len(removed)
+
+
 def run_command(args: argparse.Namespace) -> int:
     "`depth-anything run`: depth for images and videos, with every output kind; see `--help`."
     _check_run_arguments(args)
     outdir = Path(args.outdir)
     device = select_device(args.device)
+    info = checkpoint_run_info(args.checkpoint)
+    size_source = "--input-size"
+    if args.input_size is None:
+        args.input_size = int(info.get("input_size") or 518)
+        size_source = f"input_size of {Path(args.checkpoint).with_suffix('.json').name}" if "input_size" in info else "default"
+        _check_input_size(args.input_size, args.max_network_side, f"the {size_source}")
+    if args.max_depth is None and info.get("max_depth"):
+        args.max_depth = float(info["max_depth"])
     if args.checkpoint is None:  # fail fast, before building a model
         _check_model_arguments(args, metric=args.max_depth is not None)
     model, weights, random = build_model(args.encoder, args.checkpoint, args.max_depth)
@@ -461,7 +672,7 @@ def run_command(args: argparse.Namespace) -> int:
     encoder = getattr(model, "encoder", args.encoder)
     kind = f"metric (max depth {max_depth:g} m)" if metric else "relative (affine-invariant inverse depth)"
     report = RunReport("run", outdir, weights=weights, model=f"{encoder}, {kind}", input_size=args.input_size,
-                       device=str(device), amp=args.amp, random_weights=random)
+                       input_size_from=size_source, device=str(device), amp=args.amp, random_weights=random)
     if random:
         report.notes.append(random_weights_warning(encoder))
         banner = "!" * 100
@@ -471,18 +682,29 @@ def run_command(args: argparse.Namespace) -> int:
                     "model (wrong outputs); pass --max-depth 20 (Hypersim) or 80 (VKITTI)")
         print(f"WARNING: {args.checkpoint}: {report.warnings[-1]['warning']}", file=sys.stderr)
 
-    image_specs = [str(p) for p in args.img_path] + ([str(p) for p in sample_image_paths()] if args.sample_images else [])
-    images, ignored = collect_inputs(image_specs, IMAGE_SUFFIXES, exclude=outdir)
-    videos, ignored_v = collect_inputs(args.video_path, VIDEO_SUFFIXES, exclude=outdir)
-    if ignored + ignored_v:
-        report.counts["ignored (not image/video files in folders)"] = ignored + ignored_v
-    outdir.mkdir(parents=True, exist_ok=True)
-    print(f"depth-anything run: {len(images)} images, {len(videos)} videos -> {outdir} | {encoder} {kind} | "
-          f"weights: {weights} | input size {args.input_size} | {device}", file=sys.stderr)
+    start_outdir(outdir, report)
     try:
-        _run_images(model, images, args, metric, device, report)
-        for video in videos:
-            output = Path(str(outdir / video.name) + ".mp4")
+        image_specs = [str(p) for p in args.img_path] + ([str(p) for p in sample_image_paths()] if args.sample_images else [])
+        images, ignored = collect_inputs(image_specs, IMAGE_SUFFIXES, exclude=outdir)
+        videos, ignored_v = collect_inputs(args.video_path, VIDEO_SUFFIXES, exclude=outdir)
+        if ignored + ignored_v:
+            report.counts["ignored (not image/video files in folders)"] = ignored + ignored_v
+        read = [item.path for item in images + videos] + [Path(p) for p in image_specs + list(args.video_path)]
+        taken: dict = {}
+        planned, renames = plan_outputs(images, lambda name: output_paths(outdir, name, args, metric), read,
+                                        [outdir / "summary.json"], taken)
+        planned_videos, renames_v = plan_outputs(videos, lambda name: {"video": Path(str(outdir / name) + ".mp4")},
+                                                 read, [outdir / "summary.json"], taken)
+        for item, message in renames + renames_v:
+            report.warn(item.path, message)
+        print(f"depth-anything run: {len(images)} images, {len(videos)} videos -> {outdir} | {encoder} {kind} | "
+              f"weights: {weights} | input size {args.input_size} | {device}", file=sys.stderr)
+        _run_images(model, planned, args, metric, device, report)
+        for video, paths in planned_videos:
+            output = paths["video"]
+            if video.problem is not None:
+                report.fail(video.path, video.problem)
+                continue
             if args.skip_existing and output.exists():
                 report.counts["videos skipped (exist)"] += 1
                 continue
@@ -495,29 +717,43 @@ def run_command(args: argparse.Namespace) -> int:
             report.warn("(videos)", "--save-npy/--save-png16/--pointcloud apply to images only; videos get NAME.mp4")
     except torch.cuda.OutOfMemoryError as e:
         report.fail("(model)", f"out of memory ({e}); lower --batch-size or --input-size")
+    except KeyboardInterrupt:
+        report.abort("interrupted (Ctrl-C); the inputs not counted as done were not processed", 130)
+        raise
+    except BaseException as e:
+        report.abort(f"crashed: {type(e).__name__}: {e}", 1)
+        raise
     finally:
-        report.write()
-        print(report.format())
+        report.finish()
     return report.exit_code
 
 
-def _run_images(model, images: list[InputFile], args, metric: bool, device, report: RunReport) -> None:
+def _run_images(model, planned: list[tuple[InputFile, dict]], args, metric: bool, device, report: RunReport) -> None:
     read: list[tuple[InputFile, dict]] = []  # what iter_predictions' indices refer to
-    bar = tqdm(total=len(images), unit="img", desc="images", disable=None if images else True)
+    bar = tqdm(total=len(planned), unit="img", desc="images", disable=None if planned else True)
+    max_pixels = int(args.max_pixels * 1e6)
 
     def readable() -> Iterator[np.ndarray]:
-        for item in images:
-            paths = output_paths(args.outdir, item.name, args, metric)
+        for item, paths in planned:
+            if item.problem is not None:
+                report.fail(item.path, item.problem)
+                bar.update()
+                continue
             if args.skip_existing and all(p.exists() for p in paths.values()):
                 report.counts["images skipped (outputs exist)"] += 1
                 bar.update()
                 continue
             try:
-                image = read_image(item.path)
+                image = read_image(item.path, max_pixels=max_pixels)
             except ImageReadError as e:
                 report.fail(item.path, e.problem)
                 bar.update()
                 continue
+            h, w = image.shape[:2]
+            official, size = fit_size(h, w, args.input_size), network_size(h, w, args.input_size, args.max_network_side)
+            if size != official:
+                report.warn(item.path, f"network input {size[1]}x{size[0]} instead of the official {official[1]}x"
+                            f"{official[0]}: its longer side is capped by --max-network-side {args.max_network_side}")
             read.append((item, paths))
             yield image
 
@@ -525,12 +761,15 @@ def _run_images(model, images: list[InputFile], args, metric: bool, device, repo
     try:
         for index, image, network_depth in iter_predictions(
             model, readable(), args.input_size, args.batch_size, device, args.amp, interpolation=None,
+            max_side=args.max_network_side,
         ):
             item, paths = read[index]
             try:
                 for message in write_outputs(image, network_depth, paths, args, metric, depth_range):
                     report.warn(item.path, message)
                 report.counts["images"] += 1
+            except PredictionError as e:
+                report.fail(item.path, str(e))
             except (OSError, ValueError) as e:
                 report.fail(item.path, f"writing outputs failed: {e}")
             bar.update()
@@ -542,5 +781,5 @@ RUN = register_subcommand(
     "run", "depth maps for images and videos (the official run.py, and more)", _add_run_arguments, run_command,
     description="Depth Anything V2 on images (files, folders, .txt lists) and videos. Writes NAME.png (colour), "
     "and on request NAME_raw_*.npy, NAME_depth16.png (+ .json), NAME.ply; summary.json at the end. Exit code 1 if "
-    "any input failed (the others are still processed).",
+    "any input failed (the others are still processed), 130 if interrupted.",
 )

@@ -11,6 +11,8 @@ import io
 import json
 import math
 import os
+import re
+import stat
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -21,15 +23,15 @@ import torch
 import torch.nn.functional as F
 
 from .atomic import atomic_path, atomic_write_bytes
-from .preprocess import PATCH_SIZE, fit_size, prepare_image
+from .preprocess import PATCH_SIZE, fit_size, network_size, prepare_image
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'atomic_output', 'GRAYSCALE_NAMES', 'KITTI_DEPTH_SCALE', 'UINT16_MAX', 'select_device',
-           'model_device', 'resize_depth', 'infer_image', 'parse_amp_dtype', 'iter_predictions', 'predict',
-           'ImageReadError', 'decode_image', 'read_image', 'write_image', 'write_npy', 'finite_range', 'is_flat',
-           'normalize_depth', 'colormap_lut', 'colorize', 'side_by_side', 'encode_depth_png16', 'png16_sidecar_path',
-           'write_depth_png16', 'read_depth_png16', 'camera_intrinsics', 'inverse_depth_to_depth', 'depth_to_points',
-           'write_ply', 'read_ply', 'atomic_write_bytes']
+__all__ = ['IMAGE_SUFFIXES', 'MAX_IMAGE_PIXELS', 'atomic_output', 'GRAYSCALE_NAMES', 'KITTI_DEPTH_SCALE', 'UINT16_MAX',
+           'select_device', 'model_device', 'resize_depth', 'infer_image', 'parse_amp_dtype', 'iter_predictions',
+           'predict', 'ImageReadError', 'header_size', 'decode_image', 'read_image', 'write_image', 'write_npy',
+           'finite_range', 'is_flat', 'normalize_depth', 'colormap_lut', 'colorize', 'side_by_side',
+           'encode_depth_png16', 'png16_sidecar_path', 'write_depth_png16', 'read_depth_png16', 'camera_intrinsics',
+           'inverse_depth_to_depth', 'depth_to_points', 'write_ply', 'read_ply', 'atomic_write_bytes']
 
 # %% ../nbs/04_inference.ipynb #c4f59e72
 def select_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -135,6 +137,7 @@ def iter_predictions(
     amp_dtype: str | torch.dtype | None = None,  # None (fp32) | 'bf16' | 'fp16'
     interpolation: str | None = "bilinear",  # 'bilinear' (official) | 'nearest' | None (network resolution)
     max_pending: int | None = None,  # run the fullest queue above this many waiting images (default 4·batch_size)
+    max_side: int | None = None,  # cap on the network input's longer side (None: official, unbounded)
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:  # (index in `images`, BGR image, float32 depth)
     "Batched inference over images of mixed sizes; yields results as their batch completes."
     if batch_size < 1:
@@ -158,7 +161,7 @@ def iter_predictions(
         else:
             bgr = item
             _check_bgr(bgr, f"image {i}")
-        x, _ = prepare_image(bgr, input_size)
+        x, _ = prepare_image(bgr, input_size, max_side)
         key = tuple(x.shape[-2:])
         queues.setdefault(key, []).append((i, bgr, x))
         if len(queues[key]) >= batch_size:
@@ -177,11 +180,13 @@ def predict(
     device: str | torch.device | None = "auto",
     amp_dtype: str | torch.dtype | None = None,
     interpolation: str | None = "bilinear",
+    max_side: int | None = None,  # cap on the network input's longer side (None: official)
 ) -> list[np.ndarray]:  # one float32 depth map per image, in input order
     "Depth for many images of different sizes, batched by network input size; each at its own image size."
     if isinstance(images, np.ndarray) and images.ndim == 3:
         raise TypeError("predict takes a list of images; for one image use infer_image or pass [image]")
-    out = {i: d for i, _, d in iter_predictions(model, images, input_size, batch_size, device, amp_dtype, interpolation)}
+    out = {i: d for i, _, d in iter_predictions(model, images, input_size, batch_size, device, amp_dtype, interpolation,
+                                                max_side=max_side)}
     return [out[i] for i in range(len(out))]
 
 # %% ../nbs/04_inference.ipynb #aa340f2c
@@ -284,10 +289,37 @@ def _decode_with_pillow(data: bytes, path, fmt: str | None) -> np.ndarray:
     return np.ascontiguousarray(rgb[..., ::-1])
 
 
-def decode_image(data: bytes, path="<bytes>", min_size: int = PATCH_SIZE) -> np.ndarray:
+MAX_IMAGE_PIXELS = 100_000_000  # refuse images that would decode to more pixels (a 100 Mpx photo is 300 MB as BGR)
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    "(width, height) announced by an encoded image's header, read without decoding the pixels; None if unknown."
+    from PIL import Image
+
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR":  # the commonest bomb, read directly
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as im:
+                return tuple(im.size)
+    except Image.DecompressionBombError as e:  # Pillow's own (larger) limit: its message carries the pixel count
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        return (int(found[1]), 1) if found else None
+    except Exception:  # noqa: BLE001 - unknown to Pillow: the decoders below will judge it
+        return None
+
+
+def decode_image(data: bytes, path="<bytes>", min_size: int = PATCH_SIZE,
+                 max_pixels: int | None = MAX_IMAGE_PIXELS) -> np.ndarray:
     "Decode an encoded image to HxWx3 BGR uint8 (as `cv2.imread`), raising `ImageReadError` on bad input."
     if len(data) == 0:
         raise ImageReadError(path, "empty file (0 bytes)")
+    if max_pixels is not None and (size := header_size(data)) is not None and size[0] * size[1] > max_pixels:
+        shown = f"{size[0]}x{size[1]} px" if size[1] > 1 else f"{size[0]} px"
+        raise ImageReadError(path, f"the header announces {shown} ({size[0] * size[1] / 1e6:.0f} Mpx), over the "
+                             f"limit of {max_pixels / 1e6:g} Mpx (a decompression bomb?); not decoded")
     fmt = _sniff_format(data)
     if fmt == "JPEG" and _jpeg_is_truncated(data):
         raise ImageReadError(path, "truncated JPEG file (the image data ends before the end-of-image marker)")
@@ -295,6 +327,11 @@ def decode_image(data: bytes, path="<bytes>", min_size: int = PATCH_SIZE) -> np.
         raise ImageReadError(path, "truncated PNG file (the chunks end before the IEND chunk)")
     with _quiet_opencv():
         bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if bgr is None and fmt == "TIFF":  # OpenCV reads float TIFFs only unchanged: say what they are
+            raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+            if raw is not None and raw.dtype.kind == "f":
+                raise ImageReadError(path, f"floating-point TIFF ({raw.dtype}, {raw.shape[1]}x{raw.shape[0]} px): a "
+                                     "depth or data map?, not a photograph")
     if bgr is None:
         bgr = _decode_with_pillow(data, path, fmt)
     h, w = bgr.shape[:2]
@@ -303,9 +340,21 @@ def decode_image(data: bytes, path="<bytes>", min_size: int = PATCH_SIZE) -> np.
     return bgr
 
 
-def read_image(path: str | os.PathLike, min_size: int = PATCH_SIZE) -> np.ndarray:
+def _not_a_file(mode: int) -> str | None:
+    for test, what in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return what
+    return None if stat.S_ISREG(mode) else "not a regular file"
+
+
+def read_image(path: str | os.PathLike, min_size: int = PATCH_SIZE,
+               max_pixels: int | None = MAX_IMAGE_PIXELS) -> np.ndarray:
     "Read an image file as HxWx3 BGR uint8 like `cv2.imread`, or raise `ImageReadError` naming file and problem."
     try:
+        what = _not_a_file(os.stat(path).st_mode)  # before opening: reading a FIFO would block forever
+        if what is not None:
+            raise ImageReadError(path, f"is {what}, not an image file")
         data = Path(path).read_bytes()
     except FileNotFoundError:
         raise ImageReadError(path, "no such file") from None
@@ -315,7 +364,7 @@ def read_image(path: str | os.PathLike, min_size: int = PATCH_SIZE) -> np.ndarra
         raise ImageReadError(path, "permission denied (the file cannot be read)") from None
     except OSError as e:
         raise ImageReadError(path, f"cannot read the file ({e.strerror or e})") from None
-    return decode_image(data, path, min_size)
+    return decode_image(data, path, min_size, max_pixels)
 
 # %% ../nbs/04_inference.ipynb #12e630df
 atomic_output = atomic_path  # the name the CLI and older code use

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'PATCH_SIZE', 'fit_size', 'normalize_image', 'resize_image', 'prepare_image']
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'PATCH_SIZE', 'fit_size', 'normalize_image', 'resize_image', 'network_size',
+           'prepare_image']
 
 # %% ../nbs/03_preprocess.ipynb #546ddb5d
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -72,9 +73,25 @@ def resize_image(rgb: np.ndarray, size_hw: tuple[int, int], interpolation: int =
     return cv2.resize(rgb, (w, h), interpolation=interpolation)
 
 
+def network_size(
+    height: int, width: int,
+    input_size: int = 518,  # lower bound for the shorter side (official)
+    max_side: int | None = None,  # upper bound for the longer side; None: unbounded (official)
+) -> tuple[int, int]:  # (network height, network width), multiples of 14
+    "The official lower-bound size, scaled down (aspect kept, shorter side at least one patch) to fit `max_side`."
+    size = fit_size(height, width, input_size)
+    if max_side is None or max(size) <= max_side:
+        return size
+    if max_side < PATCH_SIZE:
+        raise ValueError(f"max_side must be at least {PATCH_SIZE} (one ViT patch), got {max_side}")
+    h, w = fit_size(height, width, max_side, method="upper_bound")
+    return max(h, PATCH_SIZE), max(w, PATCH_SIZE)
+
+
 def prepare_image(
     bgr: np.ndarray,  # HxWx3 uint8 image in OpenCV's BGR order
     input_size: int = 518,  # lower bound for the shorter network side (multiple of 14 recommended)
+    max_side: int | None = None,  # upper bound for the longer network side (None: official, unbounded)
 ) -> tuple[torch.Tensor, tuple[int, int]]:  # (1x3xHxW float32 tensor, original (h, w))
     "The official DAv2 preprocessing of one BGR image."
     if not isinstance(bgr, np.ndarray) or bgr.ndim != 3 or bgr.shape[2] != 3:
@@ -82,6 +99,6 @@ def prepare_image(
         raise ValueError(f"expected an HxWx3 BGR image array, got shape {shape}")
     h, w = bgr.shape[:2]
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) / 255.0
-    rgb = resize_image(rgb, fit_size(h, w, input_size))
+    rgb = resize_image(rgb, network_size(h, w, input_size, max_side))
     chw = np.ascontiguousarray(normalize_image(rgb).transpose(2, 0, 1)).astype(np.float32)
     return torch.from_numpy(chw).unsqueeze(0), (h, w)

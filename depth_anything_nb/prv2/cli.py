@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,7 +16,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.core import DatasetError
-from ..cli import CLIError, RunReport, collect_inputs, register_subcommand
+from ..cli import (CLIError, RunReport, check_outdir, collect_inputs, plan_outputs, register_subcommand,
+                                   start_outdir)
 from ..inference import (IMAGE_SUFFIXES, ImageReadError, colorize, colormap_lut, read_image,
                                          select_device, side_by_side, write_depth_png16, write_image, write_npy)
 from .model import DAv2Coarse, PatchRefiner, convert_official_state_dict
@@ -23,7 +26,8 @@ from .tiling import TileConfig, parse_mode
 from ..checkpoints import CheckpointError, infer_encoder, load_weights, read_state_dict
 
 # %% auto #0
-__all__ = ['REFINE', 'load_patchrefiner', 'refine_image', 'refine_output_paths', 'write_refine_outputs', 'refine_command']
+__all__ = ['DEFAULT_MAX_MEMORY_GB', 'REFINE', 'load_patchrefiner', 'refine_image', 'refine_memory_bytes', 'refine_output_paths',
+           'write_refine_outputs', 'refine_command']
 
 # %% ../../nbs/45_prv2_cli.ipynb #bb11459a
 def _official(sd: dict) -> bool:
@@ -44,7 +48,18 @@ def load_patchrefiner(
     if checkpoint is not None and Path(checkpoint).with_suffix(".json").is_file():
         from depth_anything_nb.prv2.training import load_model
 
-        model = load_model(checkpoint)
+        info = Path(checkpoint).with_suffix(".json")
+        try:
+            arch = json.loads(info.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{info} (the model description beside the checkpoint): unreadable ({e})") from None
+        if not isinstance(arch, dict) or "kind" not in arch:
+            raise CheckpointError(f"{info} (beside the checkpoint): not a PRV2 stage model description (a JSON object "
+                                  f"with a 'kind'); move it away to load {Path(checkpoint).name} as a state dict")
+        try:
+            model = load_model(checkpoint)
+        except (KeyError, TypeError, AttributeError) as e:
+            raise CheckpointError(f"{info}: malformed PRV2 model description ({type(e).__name__}: {e})") from None
         if not isinstance(model, PatchRefiner):
             raise CheckpointError(f"{checkpoint}: a {model.arch['kind']} model, not an end-to-end PatchRefiner")
     else:
@@ -133,7 +148,8 @@ def _add_refine_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--process-num", type=int, default=4, help="patches per forward (lower it to save memory)")
     g.add_argument("--seed", type=int, default=0, help="random patches of rN")
     g = p.add_argument_group("inputs and outputs")
-    g.add_argument("--img-path", nargs="+", default=[], metavar="PATH", help="image files, folders or .txt lists")
+    g.add_argument("--img-path", nargs="+", action="extend", default=[], metavar="PATH",
+                   help="image files, folders or .txt lists (the flag may repeat)")
     g.add_argument("--outdir", "--work-dir", dest="outdir", default="./vis_refine", help="output folder")
     g.add_argument("--save", action="store_true", help="16-bit PNG of metres × 256 (NAME_depth16.png)")
     g.add_argument("--save-npy", action="store_true", help="float32 metres (NAME_raw_depth_meter.npy)")
@@ -142,11 +158,39 @@ def _add_refine_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cmap", default="Spectral", help="matplotlib colour map")
     g.add_argument("--pred-only", action="store_true", help="colour map only, not [image | depth]")
     g.add_argument("--skip-existing", action="store_true", help="skip inputs whose outputs all exist")
+    g.add_argument("--max-memory-gb", type=float, default=DEFAULT_MAX_MEMORY_GB,
+                   help="refuse tilings whose canvases and image copies are estimated to need more (default: half "
+                   "this machine's memory)")
+
+
+def _physical_memory_gb() -> float:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+    except (ValueError, OSError, AttributeError):  # not POSIX
+        return 16.0
+
+
+DEFAULT_MAX_MEMORY_GB = round(_physical_memory_gb() / 2, 1)
+
+
+def refine_memory_bytes(
+    cfg: TileConfig,  # the tiling of one image
+    image_hw: tuple[int, int] | None = None,  # the image as read (None: only what the tiling allocates)
+) -> int:
+    "Bytes the tiled inference allocates beyond the model: float32 canvases (value, weight, weighted sum) at the canvas and raw sizes, and the float image copies."
+    canvas = cfg.canvas_shape[0] * cfg.canvas_shape[1]
+    raw = cfg.image_raw_shape[0] * cfg.image_raw_shape[1]
+    image = 0 if image_hw is None else image_hw[0] * image_hw[1]
+    return 4 * (3 * canvas + 3 * raw + 3 * raw + 3 * image)
 
 
 def _check_refine_arguments(a: argparse.Namespace) -> None:
     if not a.img_path:
         raise CLIError("nothing to do: give --img-path")
+    if min(a.process_shape) < 14:
+        raise CLIError(f"--process-shape H W must be at least 14 (one ViT patch) on each side, got {a.process_shape}")
+    if not a.max_memory_gb > 0:
+        raise CLIError(f"--max-memory-gb must be positive, got {a.max_memory_gb}")
     try:
         parse_mode(a.cai_mode)
     except ValueError as e:
@@ -158,11 +202,19 @@ def _check_refine_arguments(a: argparse.Namespace) -> None:
             TileConfig(tuple(a.image_raw_shape), tuple(a.process_shape), tuple(a.patch_split_num))
         except ValueError as e:
             raise CLIError(f"--image-raw-shape: {e}") from None
+    if min(a.patch_split_num) >= 1:  # the canvas does not depend on the image: check it before any work
+        canvas = tuple(s * p for s, p in zip(a.process_shape, a.patch_split_num))
+        need = 4 * 3 * canvas[0] * canvas[1] / 1e9
+        if need > a.max_memory_gb:
+            raise CLIError(f"--patch-split-num {a.patch_split_num[0]} {a.patch_split_num[1]} with --process-shape "
+                           f"{a.process_shape[0]} {a.process_shape[1]}: a {canvas[0]}x{canvas[1]} canvas needs about "
+                           f"{need:.3g} GB, over --max-memory-gb {a.max_memory_gb:g}")
     if not a.grayscale:
         try:
             colormap_lut(a.cmap)
         except ValueError as e:
             raise CLIError(str(e)) from None
+    check_outdir(a.outdir)
 
 
 def refine_output_paths(outdir: Path, name: str, a: argparse.Namespace) -> dict[str, Path]:
@@ -204,8 +256,10 @@ def refine_command(a: argparse.Namespace) -> int:
     except RuntimeError as e:
         raise CLIError(f"--device {a.device}: {e}") from None
     for flag, path in (("--checkpoint", a.checkpoint), ("--coarse-checkpoint", a.coarse_checkpoint)):
-        if path is not None and not Path(path).is_file():
+        if path is not None and not Path(path).exists():
             raise CLIError(f"{flag} {path}: no such file")
+        if path is not None and not Path(path).is_file():
+            raise CLIError(f"{flag} {path}: not a regular file")
     try:
         model = load_patchrefiner(a.checkpoint, a.coarse_checkpoint, a.coarse_encoder, a.max_depth,
                                   tuple(a.process_shape), a.refiner_encoder, a.variant).to(device)
@@ -221,34 +275,61 @@ def refine_command(a: argparse.Namespace) -> int:
         report.notes.append("NO --checkpoint GIVEN: the PatchRefiner has RANDOM weights, so every depth map of this "
                             "run is MEANINGLESS (it only exercises the pipeline)")
         print(f"WARNING: {report.notes[-1]}", file=sys.stderr)
-    images, ignored = collect_inputs([str(p) for p in a.img_path], IMAGE_SUFFIXES, exclude=outdir)
-    if ignored:
-        report.counts["ignored (not image files in folders)"] = ignored
-    outdir.mkdir(parents=True, exist_ok=True)
+    start_outdir(outdir, report)
     try:
-        for item in tqdm(images, unit="img", desc="refine", disable=None if images else True):
-            paths = refine_output_paths(outdir, item.name, a)
+        images, ignored = collect_inputs([str(p) for p in a.img_path], IMAGE_SUFFIXES, exclude=outdir)
+        if ignored:
+            report.counts["ignored (not image files in folders)"] = ignored
+        planned, renames = plan_outputs(images, lambda name: refine_output_paths(outdir, name, a),
+                                        [i.path for i in images] + [Path(p) for p in a.img_path],
+                                        [outdir / "summary.json"])
+        for item, message in renames:
+            report.warn(item.path, message)
+        for item, paths in tqdm(planned, unit="img", desc="refine", disable=None if planned else True):
+            if item.problem is not None:
+                report.fail(item.path, item.problem)
+                continue
             if a.skip_existing and all(p.exists() for p in paths.values()):
                 report.counts["images skipped (outputs exist)"] += 1
                 continue
             try:
                 bgr = read_image(item.path)
+                shape = tuple(a.image_raw_shape) if a.image_raw_shape else bgr.shape[:2]
+                cfg = (TileConfig(shape, tuple(a.process_shape), tuple(a.patch_split_num)) if a.image_raw_shape
+                       else TileConfig.for_image(shape, tuple(a.process_shape), tuple(a.patch_split_num)))
+                need = refine_memory_bytes(cfg, bgr.shape[:2]) / 1e9
+                if need > a.max_memory_gb:
+                    raise ImageReadError(item.path, f"tiling it at {cfg.image_raw_shape[1]}x{cfg.image_raw_shape[0]} "
+                                         f"needs about {need:.3g} GB, over --max-memory-gb {a.max_memory_gb:g}")
             except ImageReadError as e:
                 report.fail(item.path, e.problem)
+                continue
+            except ValueError as e:  # a tiling that does not fit this image
+                report.fail(item.path, str(e))
                 continue
             try:
                 depth, coarse = refine_image(model, np.ascontiguousarray(bgr[..., ::-1]), a.cai_mode,
                                              tuple(a.patch_split_num), a.image_raw_shape, a.process_num,
                                              return_coarse=True, seed=a.seed)
+                finite = np.isfinite(depth)
+                if not finite.all():
+                    report.fail(item.path, f"the model predicted non-finite depth ({finite.size - int(finite.sum())} "
+                                f"of {finite.size} values NaN or inf); no output written")
+                    continue
                 write_refine_outputs(bgr, depth, coarse, paths, a)
                 report.counts["images"] += 1
             except (OSError, ValueError) as e:
                 report.fail(item.path, str(e))
     except torch.cuda.OutOfMemoryError as e:
         report.fail("(model)", f"out of memory ({e}); lower --process-num")
+    except KeyboardInterrupt:
+        report.abort("interrupted (Ctrl-C); the inputs not counted as done were not processed", 130)
+        raise
+    except BaseException as e:
+        report.abort(f"crashed: {type(e).__name__}: {e}", 1)
+        raise
     finally:
-        report.write()
-        print(report.format())
+        report.finish()
     return report.exit_code
 
 
