@@ -30,10 +30,11 @@ from depth_anything_nb.inference import (
 )
 
 # %% auto #0
-__all__ = ['SUBCOMMANDS', 'SUBCOMMAND_MODULES', 'VIDEO_SUFFIXES', 'SAMPLE_IMAGES', 'ENCODERS', 'RUN', 'Subcommand', 'CLIError',
-           'register_subcommand', 'build_parser', 'main', 'InputFile', 'collect_inputs', 'sample_image_paths',
-           'RunReport', 'random_weights_warning', 'build_model', 'output_paths', 'write_outputs', 'ColorRange',
-           'run_video', 'add_model_arguments', 'add_input_arguments', 'add_output_arguments', 'run_command']
+__all__ = ['SUBCOMMANDS', 'SUBCOMMAND_MODULES', 'VIDEO_SUFFIXES', 'SAMPLE_IMAGES', 'ENCODERS', 'RUN', 'EXPORT', 'Subcommand',
+           'CLIError', 'register_subcommand', 'build_parser', 'main', 'InputFile', 'collect_inputs',
+           'sample_image_paths', 'RunReport', 'random_weights_warning', 'build_model', 'output_paths', 'write_outputs',
+           'ColorRange', 'run_video', 'add_model_arguments', 'add_input_arguments', 'add_output_arguments',
+           'run_command', 'export_command']
 
 # %% ../nbs/05_cli.ipynb #a2463ad5
 @dataclass(frozen=True)
@@ -227,11 +228,29 @@ def build_model(encoder: str | None, checkpoint: str | None, max_depth: float | 
     path = Path(checkpoint)
     if not path.is_file():
         raise CLIError(f"--checkpoint {checkpoint}: no such file")
+    if path.suffix.lower() == ".onnx":
+        return _load_onnx(path, encoder, max_depth), f"{path} (onnxruntime)", False
     try:
         model = load_model(path, encoder=encoder, max_depth=max_depth)
     except Exception as e:  # an untrusted file: say what is wrong with it, without a traceback
         raise CLIError(f"--checkpoint {checkpoint}: cannot load ({type(e).__name__}: {e})") from None
     return model.eval(), str(path), False
+
+
+def _load_onnx(path: Path, encoder: str | None, max_depth: float | None):
+    "An exported model (depth_anything_nb.onnx_export) behind the torch interface; flags must agree with its metadata."
+    try:
+        from depth_anything_nb.onnx_export import OnnxDepthModel
+
+        model = OnnxDepthModel(path)
+    except (ImportError, ValueError) as e:
+        raise CLIError(f"--checkpoint {path}: {e}") from None
+    if max_depth is not None and model.max_depth != max_depth:
+        raise CLIError(f"--checkpoint {path}: the ONNX graph has max depth {model.max_depth} built in; "
+                       f"--max-depth {max_depth:g} cannot change it (omit the flag)")
+    if encoder is not None and model.encoder not in (encoder, "onnx"):
+        raise CLIError(f"--checkpoint {path}: exported from a {model.encoder} model, not --encoder {encoder}")
+    return model
 
 # %% ../nbs/05_cli.ipynb #94c607dd
 def output_paths(outdir: Path, name: str, options: argparse.Namespace, metric: bool) -> dict[str, Path]:
@@ -455,6 +474,8 @@ def run_command(args: argparse.Namespace) -> int:
     if args.checkpoint is None:  # fail fast, before building a model
         _check_model_arguments(args, metric=args.max_depth is not None)
     model, weights, random = build_model(args.encoder, args.checkpoint, args.max_depth)
+    if args.amp != "none" and str(weights).endswith("(onnxruntime)"):
+        raise CLIError("--amp applies to torch models; an ONNX model runs in the float32 it was exported in")
     max_depth = getattr(model, "max_depth", None)  # a checkpoint's metadata may set it
     metric = max_depth is not None
     _check_model_arguments(args, metric)
@@ -543,4 +564,50 @@ RUN = register_subcommand(
     description="Depth Anything V2 on images (files, folders, .txt lists) and videos. Writes NAME.png (colour), "
     "and on request NAME_raw_*.npy, NAME_depth16.png (+ .json), NAME.ply; summary.json at the end. Exit code 1 if "
     "any input failed (the others are still processed).",
+)
+
+# %% ../nbs/05_cli.ipynb #1c7ecee0
+def _add_export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--encoder", choices=ENCODERS, default=None, help="ViT size (default: read from the checkpoint)")
+    p.add_argument("--checkpoint", "--load-from", dest="checkpoint", metavar="PATH", default=None,
+                   help="official .pth or a .safetensors; WITHOUT IT THE WEIGHTS ARE RANDOM")
+    p.add_argument("--max-depth", type=float, default=None, help="metric model: 20 Hypersim, 80 VKITTI; omit for relative")
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="output format")
+    p.add_argument("--output", required=True, metavar="PATH", help="the file to write (atomically), e.g. model.onnx")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset")
+
+
+def export_command(args: argparse.Namespace) -> int:
+    "`depth-anything export`: the model as an ONNX file with dynamic batch, height and width."
+    if args.max_depth is not None and not args.max_depth > 0:
+        raise CLIError(f"--max-depth must be positive, got {args.max_depth}")
+    if args.checkpoint and Path(args.checkpoint).suffix.lower() == ".onnx":
+        raise CLIError(f"--checkpoint {args.checkpoint}: already an ONNX file; export takes a .pth or .safetensors")
+    output = Path(args.output)
+    if output.suffix.lower() != ".onnx":
+        raise CLIError(f"--output {output}: give a file name ending in .onnx")
+    try:
+        from depth_anything_nb.onnx_export import export_onnx
+    except ImportError as e:
+        raise CLIError(f"ONNX export needs the onnx extra (pip install -e '.[onnx]'): {e}") from None
+    model, weights, random = build_model(args.encoder, args.checkpoint, args.max_depth)
+    if random:
+        banner = "!" * 100
+        print(f"{banner}\nWARNING: {random_weights_warning(model.encoder)}\n{banner}", file=sys.stderr)
+    kind = f"metric (max depth {model.max_depth:g} m)" if model.max_depth is not None else "relative"
+    print(f"depth-anything export: {model.encoder} {kind} | weights: {weights} -> {output} (opset {args.opset})",
+          file=sys.stderr)
+    try:
+        export_onnx(model, output, opset=args.opset)
+    except (ValueError, ImportError, OSError) as e:
+        raise CLIError(f"--output {output}: {e}") from None
+    print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB): dynamic batch, height and width (multiples of "
+          f"{model.patch_size}); run it with: depth-anything run --checkpoint {output} --img-path ...")
+    return 0
+
+
+EXPORT = register_subcommand(
+    "export", "the model as an ONNX file (dynamic batch, height, width)", _add_export_arguments, export_command,
+    description="Export a Depth Anything V2 model (relative or metric) to ONNX with dynamic batch, height and width "
+    "(multiples of 14). Run the file with `depth-anything run --checkpoint FILE.onnx` or any onnxruntime.",
 )
