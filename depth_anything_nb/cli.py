@@ -23,18 +23,19 @@ from tqdm.auto import tqdm
 
 from .checkpoints import load_model
 from .dpt import DepthAnythingV2
+from .metrics import RelativeProtocol, depth_errors, evaluate_relative
 from depth_anything_nb.inference import (
     IMAGE_SUFFIXES, ImageReadError, atomic_output, atomic_write_bytes, camera_intrinsics, colorize, colormap_lut,
-    depth_to_points, inverse_depth_to_depth, is_flat, iter_predictions, read_image, resize_depth, select_device,
+    depth_to_points, inverse_depth_to_depth, is_flat, iter_predictions, predict, read_image, resize_depth, select_device,
     side_by_side, write_depth_png16, write_image, write_npy, write_ply,
 )
 
 # %% auto #0
-__all__ = ['SUBCOMMANDS', 'SUBCOMMAND_MODULES', 'VIDEO_SUFFIXES', 'SAMPLE_IMAGES', 'ENCODERS', 'RUN', 'EXPORT', 'Subcommand',
-           'CLIError', 'register_subcommand', 'build_parser', 'main', 'InputFile', 'collect_inputs',
-           'sample_image_paths', 'RunReport', 'random_weights_warning', 'build_model', 'output_paths', 'write_outputs',
-           'ColorRange', 'run_video', 'add_model_arguments', 'add_input_arguments', 'add_output_arguments',
-           'run_command', 'export_command']
+__all__ = ['SUBCOMMANDS', 'SUBCOMMAND_MODULES', 'VIDEO_SUFFIXES', 'SAMPLE_IMAGES', 'ENCODERS', 'RUN', 'MOTORCYCLE_PROTOCOL',
+           'EXPORT', 'Subcommand', 'CLIError', 'register_subcommand', 'build_parser', 'main', 'InputFile',
+           'collect_inputs', 'sample_image_paths', 'RunReport', 'random_weights_warning', 'build_model', 'output_paths',
+           'write_outputs', 'ColorRange', 'run_video', 'add_model_arguments', 'add_input_arguments',
+           'add_output_arguments', 'run_command', 'score_motorcycle', 'export_command']
 
 # %% ../nbs/05_cli.ipynb #a2463ad5
 @dataclass(frozen=True)
@@ -502,6 +503,8 @@ def run_command(args: argparse.Namespace) -> int:
           f"weights: {weights} | input size {args.input_size} | {device}", file=sys.stderr)
     try:
         _run_images(model, images, args, metric, device, report)
+        if args.sample_images:
+            score_motorcycle(model, args.input_size, device, report, random)
         for video in videos:
             output = Path(str(outdir / video.name) + ".mp4")
             if args.skip_existing and output.exists():
@@ -565,6 +568,36 @@ RUN = register_subcommand(
     "and on request NAME_raw_*.npy, NAME_depth16.png (+ .json), NAME.ply; summary.json at the end. Exit code 1 if "
     "any input failed (the others are still processed).",
 )
+
+# %% ../nbs/05_cli.ipynb #6e507b20
+MOTORCYCLE_PROTOCOL = RelativeProtocol(
+    "middlebury_motorcycle", "Middlebury 2014 Motorcycle, left view (scikit-image)", 1e-3, 10.0,
+    disparity_min=1 / 10, source="MiDaS least squares in disparity, as the DAv2 zero-shot evaluation",
+)
+
+
+def score_motorcycle(model, input_size: int, device, report: RunReport | None = None, random: bool = False) -> dict:
+    "AbsRel and δ1 of `model` on the Middlebury Motorcycle pair (relative: LS-aligned in disparity; metric: as is)."
+    from depth_anything_nb.data.procedural import middlebury_motorcycle
+
+    sample = middlebury_motorcycle()
+    bgr = np.ascontiguousarray(sample["image"][..., ::-1])
+    pred = predict(model, [bgr], input_size, 1, device)[0]
+    gt = torch.from_numpy(sample["depth"])
+    if getattr(model, "max_depth", None) is None:
+        errors = evaluate_relative(torch.from_numpy(pred), gt, MOTORCYCLE_PROTOCOL)
+        how = "relative, least-squares scale+shift in disparity"
+    else:
+        valid = torch.from_numpy(sample["valid"]) & (gt > 1e-3)
+        errors = depth_errors(torch.from_numpy(pred)[valid].clamp_min(1e-6), gt[valid])
+        how = "metric, no alignment"
+    line = f"AbsRel {errors['abs_rel']:.3f}, delta1 {errors['d1']:.3f} ({how}; real stereo ground truth)"
+    if random:
+        line += " -- RANDOM WEIGHTS: MEANINGLESS, pass --checkpoint for a real number"
+    print(f"Middlebury Motorcycle: {line}", file=sys.stderr)
+    if report is not None:
+        report.info["Middlebury Motorcycle"] = line
+    return errors
 
 # %% ../nbs/05_cli.ipynb #1c7ecee0
 def _add_export_arguments(p: argparse.ArgumentParser) -> None:
