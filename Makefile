@@ -29,14 +29,14 @@ for e in distribution(sys.argv[1]).entry_points:
 endef
 export REMOVE_SCRIPTS
 
-.PHONY: venv demo infer-demo tables test test-notebooks test-pytest test-slow export clean-nbs
+.PHONY: venv demo infer-demo lab browser tables test test-notebooks test-pytest test-slow export clean-nbs
 
 venv: $(STAMP)
 
 $(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q $(TORCH_PIN)
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,onnx,lab]"
 	# the official model code, used only as the parity oracle in tests (its deps are ours already); its console
 	# scripts (depth_anything_run, ...) import top-level modules the wheel lacks, so they are removed: nothing
 	# broken lands on the venv's PATH (tests/test_environment.py checks)
@@ -52,9 +52,26 @@ demo: venv
 	$(BIN)/papermill nbs/train_student.ipynb $(RUN_DIR)/train_student.ipynb -p encoder $(ENCODER) -p preset $(PRESET) --cwd nbs
 	@echo "results: $(RUN_DIR)/train_student.ipynb (and runs/train_student/*/metrics.json)"
 
-## Depth maps for the sample photos that ship with scikit-image (random weights unless CHECKPOINT is given).
+## Depth maps for the sample photos that ship with scikit-image (random weights unless CHECKPOINT is given),
+## ending with AbsRel/delta1 on the real Middlebury Motorcycle pair against its stereo ground truth.
 infer-demo: venv
 	$(BIN)/depth-anything run --sample-images --encoder $(ENCODER) --outdir $(RUN_DIR)/infer $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
+
+## JupyterLab from the project's venv (it has the widget extension, so the explorer renders on the first Run All),
+## with the venv registered as the Jupyter kernel "depth_anything_nb"; opens nbs/explore.ipynb.
+LAB_ARGS ?=
+lab: venv
+	$(BIN)/python -m ipykernel install --user --name depth_anything_nb --display-name "depth_anything_nb (.venv)" >/dev/null
+	$(BIN)/jupyter lab nbs/explore.ipynb $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+
+## A headless browser for the JupyterLab test (tests/test_lab.py): Debian's chromium when we are root with apt-get;
+## otherwise nothing, and that test skips with the reason.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	  || echo "could not install chromium: tests/test_lab.py will skip"; \
+	else echo "no chromium and no root apt-get: tests/test_lab.py will skip"; fi
 
 ## The paper tables (nbs/tables) in a preset: make tables PRESET=mini JOBS=2 [TABLES="dav2_table05 prv2_table05"]
 tables: venv
@@ -66,7 +83,7 @@ test: venv test-notebooks test-pytest
 test-notebooks: venv
 	cd nbs && OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 IN_TEST=1 ../$(BIN)/nbdev_test --n_workers $(NB_WORKERS) --timing
 
-test-pytest: venv
+test-pytest: venv browser
 	$(BIN)/python -m pytest tests -q -ra --timeout=1200
 
 ## Notebook cells flagged `#| slow` (mini-preset experiments), not part of CI.

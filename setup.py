@@ -40,7 +40,9 @@ setuptools.setup(
     include_package_data=True,
     python_requires=">=" + cfg["min_python"],
     install_requires=requirements,
-    extras_require={"dev": dev_requirements},
+    extras_require={"dev": dev_requirements,
+                    # optional features, each a `<name>_requirements` key of settings.ini
+                    **{k: cfg.get(f"{k}_requirements", "").split() for k in ("onnx", "lab")}},
     entry_points={
         "console_scripts": console_scripts,
         "nbdev": [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"],

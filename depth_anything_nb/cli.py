@@ -28,20 +28,21 @@ from tqdm.auto import tqdm
 from .checkpoints import load_model
 from .dpt import DepthAnythingV2
 from .atomic import remove_orphan_temps
+from .metrics import RelativeProtocol, depth_errors, evaluate_relative
 from .preprocess import PATCH_SIZE, fit_size, network_size
 from depth_anything_nb.inference import (
     IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, ImageReadError, png16_sidecar_path, atomic_output, atomic_write_bytes, camera_intrinsics, colorize, colormap_lut,
-    depth_to_points, inverse_depth_to_depth, is_flat, iter_predictions, read_image, resize_depth, select_device,
+    depth_to_points, inverse_depth_to_depth, is_flat, iter_predictions, predict, read_image, resize_depth, select_device,
     side_by_side, write_depth_png16, write_image, write_npy, write_ply,
 )
 
 # %% auto #0
 __all__ = ['SUBCOMMANDS', 'SUBCOMMAND_MODULES', 'VIDEO_SUFFIXES', 'SAMPLE_IMAGES', 'ENCODERS', 'MAX_NETWORK_SIDE', 'RUN',
-           'Subcommand', 'CLIError', 'register_subcommand', 'build_parser', 'main', 'InputFile', 'collect_inputs',
-           'sample_image_paths', 'RunReport', 'random_weights_warning', 'checkpoint_run_info', 'build_model',
-           'PredictionError', 'output_paths', 'write_outputs', 'plan_outputs', 'ColorRange', 'run_video',
-           'add_model_arguments', 'add_input_arguments', 'add_output_arguments', 'check_outdir', 'start_outdir',
-           'run_command']
+           'MOTORCYCLE_PROTOCOL', 'EXPORT', 'Subcommand', 'CLIError', 'register_subcommand', 'build_parser', 'main',
+           'InputFile', 'collect_inputs', 'sample_image_paths', 'RunReport', 'random_weights_warning',
+           'checkpoint_run_info', 'build_model', 'PredictionError', 'output_paths', 'write_outputs', 'plan_outputs',
+           'ColorRange', 'run_video', 'add_model_arguments', 'add_input_arguments', 'add_output_arguments',
+           'check_outdir', 'start_outdir', 'run_command', 'score_motorcycle', 'export_command']
 
 # %% ../nbs/05_cli.ipynb #a2463ad5
 @dataclass(frozen=True)
@@ -317,11 +318,29 @@ def build_model(encoder: str | None, checkpoint: str | None, max_depth: float | 
         raise CLIError(f"--checkpoint {checkpoint}: {'no such file or directory' if e.errno == errno.ENOENT else e.strerror}") from None
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # a FIFO would block torch.load forever
         raise CLIError(f"--checkpoint {checkpoint}: not a regular file or a model directory")
+    if stat.S_ISREG(mode) and path.suffix.lower() == ".onnx":
+        return _load_onnx(path, encoder, max_depth), f"{path} (onnxruntime)", False
     try:
         model = load_model(path, encoder=encoder, max_depth=max_depth)
     except Exception as e:  # an untrusted file: say what is wrong with it, without a traceback
         raise CLIError(f"--checkpoint {checkpoint}: cannot load ({type(e).__name__}: {e})") from None
     return model.eval(), str(path), False
+
+
+def _load_onnx(path: Path, encoder: str | None, max_depth: float | None):
+    "An exported model (depth_anything_nb.onnx_export) behind the torch interface; flags must agree with its metadata."
+    try:
+        from depth_anything_nb.onnx_export import OnnxDepthModel
+
+        model = OnnxDepthModel(path)
+    except (ImportError, ValueError) as e:
+        raise CLIError(f"--checkpoint {path}: {e}") from None
+    if max_depth is not None and model.max_depth != max_depth:
+        raise CLIError(f"--checkpoint {path}: the ONNX graph has max depth {model.max_depth} built in; "
+                       f"--max-depth {max_depth:g} cannot change it (omit the flag)")
+    if encoder is not None and model.encoder not in (encoder, "onnx"):
+        raise CLIError(f"--checkpoint {path}: exported from a {model.encoder} model, not --encoder {encoder}")
+    return model
 
 # %% ../nbs/05_cli.ipynb #94c607dd
 class PredictionError(ValueError):
@@ -666,6 +685,8 @@ def run_command(args: argparse.Namespace) -> int:
     if args.checkpoint is None:  # fail fast, before building a model
         _check_model_arguments(args, metric=args.max_depth is not None)
     model, weights, random = build_model(args.encoder, args.checkpoint, args.max_depth)
+    if args.amp != "none" and str(weights).endswith("(onnxruntime)"):
+        raise CLIError("--amp applies to torch models; an ONNX model runs in the float32 it was exported in")
     max_depth = getattr(model, "max_depth", None)  # a checkpoint's metadata may set it
     metric = max_depth is not None
     _check_model_arguments(args, metric)
@@ -700,6 +721,8 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"depth-anything run: {len(images)} images, {len(videos)} videos -> {outdir} | {encoder} {kind} | "
               f"weights: {weights} | input size {args.input_size} | {device}", file=sys.stderr)
         _run_images(model, planned, args, metric, device, report)
+        if args.sample_images:
+            score_motorcycle(model, args.input_size, device, report, random)
         for video, paths in planned_videos:
             output = paths["video"]
             if video.problem is not None:
@@ -782,4 +805,80 @@ RUN = register_subcommand(
     description="Depth Anything V2 on images (files, folders, .txt lists) and videos. Writes NAME.png (colour), "
     "and on request NAME_raw_*.npy, NAME_depth16.png (+ .json), NAME.ply; summary.json at the end. Exit code 1 if "
     "any input failed (the others are still processed), 130 if interrupted.",
+)
+
+# %% ../nbs/05_cli.ipynb #6e507b20
+MOTORCYCLE_PROTOCOL = RelativeProtocol(
+    "middlebury_motorcycle", "Middlebury 2014 Motorcycle, left view (scikit-image)", 1e-3, 10.0,
+    disparity_min=1 / 10, source="MiDaS least squares in disparity, as the DAv2 zero-shot evaluation",
+)
+
+
+def score_motorcycle(model, input_size: int, device, report: RunReport | None = None, random: bool = False) -> dict:
+    "AbsRel and δ1 of `model` on the Middlebury Motorcycle pair (relative: LS-aligned in disparity; metric: as is)."
+    from depth_anything_nb.data.procedural import middlebury_motorcycle
+
+    sample = middlebury_motorcycle()
+    bgr = np.ascontiguousarray(sample["image"][..., ::-1])
+    pred = predict(model, [bgr], input_size, 1, device)[0]
+    gt = torch.from_numpy(sample["depth"])
+    if getattr(model, "max_depth", None) is None:
+        errors = evaluate_relative(torch.from_numpy(pred), gt, MOTORCYCLE_PROTOCOL)
+        how = "relative, least-squares scale+shift in disparity"
+    else:
+        valid = torch.from_numpy(sample["valid"]) & (gt > 1e-3)
+        errors = depth_errors(torch.from_numpy(pred)[valid].clamp_min(1e-6), gt[valid])
+        how = "metric, no alignment"
+    line = f"AbsRel {errors['abs_rel']:.3f}, delta1 {errors['d1']:.3f} ({how}; real stereo ground truth)"
+    if random:
+        line += " -- RANDOM WEIGHTS: MEANINGLESS, pass --checkpoint for a real number"
+    print(f"Middlebury Motorcycle: {line}", file=sys.stderr)
+    if report is not None:
+        report.info["Middlebury Motorcycle"] = line
+    return errors
+
+# %% ../nbs/05_cli.ipynb #1c7ecee0
+def _add_export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--encoder", choices=ENCODERS, default=None, help="ViT size (default: read from the checkpoint)")
+    p.add_argument("--checkpoint", "--load-from", dest="checkpoint", metavar="PATH", default=None,
+                   help="official .pth or a .safetensors; WITHOUT IT THE WEIGHTS ARE RANDOM")
+    p.add_argument("--max-depth", type=float, default=None, help="metric model: 20 Hypersim, 80 VKITTI; omit for relative")
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="output format")
+    p.add_argument("--output", required=True, metavar="PATH", help="the file to write (atomically), e.g. model.onnx")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset")
+
+
+def export_command(args: argparse.Namespace) -> int:
+    "`depth-anything export`: the model as an ONNX file with dynamic batch, height and width."
+    if args.max_depth is not None and not args.max_depth > 0:
+        raise CLIError(f"--max-depth must be positive, got {args.max_depth}")
+    if args.checkpoint and Path(args.checkpoint).suffix.lower() == ".onnx":
+        raise CLIError(f"--checkpoint {args.checkpoint}: already an ONNX file; export takes a .pth or .safetensors")
+    output = Path(args.output)
+    if output.suffix.lower() != ".onnx":
+        raise CLIError(f"--output {output}: give a file name ending in .onnx")
+    try:
+        from depth_anything_nb.onnx_export import export_onnx
+    except ImportError as e:
+        raise CLIError(f"ONNX export needs the onnx extra (pip install -e '.[onnx]'): {e}") from None
+    model, weights, random = build_model(args.encoder, args.checkpoint, args.max_depth)
+    if random:
+        banner = "!" * 100
+        print(f"{banner}\nWARNING: {random_weights_warning(model.encoder)}\n{banner}", file=sys.stderr)
+    kind = f"metric (max depth {model.max_depth:g} m)" if model.max_depth is not None else "relative"
+    print(f"depth-anything export: {model.encoder} {kind} | weights: {weights} -> {output} (opset {args.opset})",
+          file=sys.stderr)
+    try:
+        export_onnx(model, output, opset=args.opset)
+    except (ValueError, ImportError, OSError) as e:
+        raise CLIError(f"--output {output}: {e}") from None
+    print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB): dynamic batch, height and width (multiples of "
+          f"{model.patch_size}); run it with: depth-anything run --checkpoint {output} --img-path ...")
+    return 0
+
+
+EXPORT = register_subcommand(
+    "export", "the model as an ONNX file (dynamic batch, height, width)", _add_export_arguments, export_command,
+    description="Export a Depth Anything V2 model (relative or metric) to ONNX with dynamic batch, height and width "
+    "(multiples of 14). Run the file with `depth-anything run --checkpoint FILE.onnx` or any onnxruntime.",
 )
