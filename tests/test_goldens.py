@@ -223,6 +223,10 @@ def _compare_tree(live, golden, rtol, path="golden"):
     elif isinstance(golden, list) and golden and all(isinstance(v, float) for v in golden):
         a, b = np.asarray(live, dtype=float), np.asarray(golden, dtype=float)
         assert a.shape == b.shape and np.abs(a - b).max() <= rtol * max(np.abs(b).max(), 1e-300), path
+    elif isinstance(golden, list) and any(isinstance(v, (dict, list)) for v in golden):
+        assert isinstance(live, list) and len(live) == len(golden), f"{path}: lengths differ"
+        for i, (a, b) in enumerate(zip(live, golden)):
+            _compare_tree(a, b, rtol, f"{path}[{i}]")
     elif isinstance(golden, float):
         assert math.isclose(live, golden, rel_tol=rtol, abs_tol=1e-300) or (math.isnan(live) and math.isnan(golden)), path
     else:
