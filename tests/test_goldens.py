@@ -28,6 +28,7 @@ from depth_anything_nb.metrics import (MetricDepthProtocol, depth_discontinuitie
                                        evaluate_metric_depth)
 from depth_anything_nb.prv2.model import CoarseOutput, convert_official_state_dict, roi_align_coarse  # noqa: E402
 from depth_anything_nb.prv2.refiner import ENCODERS, PRV2Refiner, RefinerConfig  # noqa: E402
+from depth_anything_nb.prv2.tiling import blend_mask, tiled_inference  # noqa: E402
 
 # Losses and metrics: float64 reductions over N ≤ 2·40·52 = 4160 values give ≤ N·u ≈ 5e-13 relative error of a sum;
 # the worst conditioning in these quantities is the cancellation in Var(g) = E[g²] − E[g]² (SILog) and in the
@@ -210,6 +211,34 @@ def test_refiner_structure_matches_official_on_meta(prv2_model, encoder):
     assert {k: s for k, s in converted.items() if ours[k] != s} == {}
 
 
+# ------------------------------------------------------------------------------------------------ PRV2 tiling
+# Tiling runs in float32 on both sides (official: float32 canvases and mask; ours: float32 by design). A pixel is a
+# weighted mean of ≤ 4 predictions; the official running average `(p·c + n·a)/(n + c)` and our Σw·p/Σw each round
+# ≲ 10 times at u₃₂ = 6e-8: ≲ 6e-7 of the value scale. The mask itself: the same cv2 float32 GaussianBlur then a
+# min–max normalisation (a few u₃₂).
+RTOL_TILE = 2e-6
+
+
+@pytest.fixture(scope="module")
+def prv2_tiling():
+    return gu.load("prv2_tiling.json")
+
+
+def test_blend_mask_matches_official_generatemask(prv2_tiling):
+    got = torch.from_numpy(blend_mask(tuple(prv2_tiling["process_shape"])))
+    gu.compare_summary(got, prv2_tiling["blend_mask"], RTOL_TILE, "blend mask")
+
+
+@pytest.mark.parametrize("mode", ["m1", "m2"])
+def test_tiled_inference_matches_official_regular_tile(prv2_tiling, mode):
+    "Tile placement, crops, blend weights and the running average of the official m1/m2 (PRV2 forward order)."
+    g = prv2_tiling
+    got = tiled_inference(rg.tile_image(g["seed"]), lambda patches, coarse, boxes: rg.tile_refine(patches), None,
+                          process_shape=tuple(g["process_shape"]), patch_split_num=tuple(g["patch_split_num"]),
+                          image_raw_shape=tuple(g["image_raw_shape"]), cai_mode=mode, process_num=g["process_num"])
+    gu.compare_summary(got, g["modes"][mode], RTOL_TILE, mode)
+
+
 # ------------------------------------------------------------------------------------------------ live official code
 def _compare_tree(live, golden, rtol, path="golden"):
     "Live official output vs the fixture: floats within rtol of the scale of their list/value, the rest exact."
@@ -250,6 +279,12 @@ def test_live_official_prv2_matches_golden(name):
     with gu.prv2_modules(PRV2_REPO) as off:
         live = _roundtrip({"source": golden["source"], **gen(off)})
     _compare_tree(live, golden, RTOL_F32)
+
+
+@pytest.mark.skipif(not PRV2_REPO, reason="set PRV2_OFFICIAL_REPO to a checkout of zhyever/PatchRefinerV2")
+def test_live_official_tiling_matches_golden():
+    golden = gu.load("prv2_tiling.json")
+    _compare_tree(_roundtrip({"source": golden["source"], **rg.gen_prv2_tiling(Path(PRV2_REPO))}), golden, RTOL_TILE)
 
 
 @pytest.mark.skipif(not DAV2_REPO, reason="set DAV2_OFFICIAL_REPO to a checkout of DepthAnything/Depth-Anything-V2")

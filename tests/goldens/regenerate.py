@@ -8,7 +8,9 @@ Checkouts used for the committed fixtures (read, imported from these paths, neve
     ScaleAndShiftInvariantLoss, EdgeguidedRankingLoss), `estimator/utils/metric.py` (compute_metrics with SEE,
     extract_edges), `estimator/utils/image_ops.py` (get_boundaries), `estimator/models/blocks/lightweight_refiner.py`
     and `bi_directional_fusion_model.py` (refiner branch and fusion), `estimator/models/patchrefiner.py`
-    (`coarse_postprocess_train`: the roi_align of the coarse outputs, executed from the file's source).
+    (`coarse_postprocess_train`: the roi_align of the coarse outputs, executed from the file's source),
+    `estimator/models/baseline_pretrain.py` (`regular_tile`, `prepare_tile_cfg`, executed from the file's source) and
+    `estimator/models/utils.py` (`generatemask`, `RunningAverageMap`): tiled inference m1/m2 and its blending.
   * DepthAnything/Depth-Anything-V2 at a561b849ebae10a6f5ef49e26c83cbbcd36c71bf — `metric_depth/util/loss.py`
     (SiLogLoss), `metric_depth/util/metric.py` (eval_depth).
   * EPFL-VILAB/omnidata at f69ff3aedf983cb34c490a0afd0d29fdd83f6a1c — `omnidata_tools/torch/losses/midas_loss.py`,
@@ -271,6 +273,66 @@ def gen_prv2_model(off, seed=6) -> dict:
     return out
 
 
+# ------------------------------------------------------------------------------------------------ PRV2 tiling
+TILE = dict(image_raw_shape=(32, 48), process_shape=(16, 24), patch_split_num=(2, 2), process_num=4)
+
+
+def tile_image(seed: int) -> torch.Tensor:
+    return gu.uniform(seed, "tile_image", (1, 3, *TILE["image_raw_shape"])).float()
+
+
+def tile_refine(patches: torch.Tensor) -> torch.Tensor:
+    """A stand-in refiner for the tiling goldens: a per-pixel function of the patch plus a ramp in patch-local
+    coordinates, so overlapping tiles disagree and the blend weights and placements show in the result."""
+    h, w = patches.shape[-2:]
+    ramp = torch.arange(h * w, dtype=patches.dtype).view(h, w) / (h * w)
+    return 1 + 3 * patches[:, :1] + 2 * ramp
+
+
+def _source_functions(path: Path, cls_name: str, names: list[str], ns: dict) -> dict:
+    "Compile methods `names` of class `cls_name` from an official file's source into namespace `ns`."
+    tree = ast.parse(path.read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls_name)
+    fns = [n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name in names]
+    for f in fns:
+        f.decorator_list = []  # @torch.no_grad(): the caller runs under no_grad
+    exec(compile(ast.Module(body=fns, type_ignores=[]), str(path), "exec"), ns)
+    return {n: ns[n] for n in names}
+
+
+def gen_prv2_tiling(root: Path, seed=7) -> dict:
+    """m1 and m2 with the official `BaselinePretrain.regular_tile` (PRV2's `PatchRefinerPlus` inherits it), the
+    official `generatemask(border=0.15)` and `RunningAverageMap`, called in the order of `PatchRefinerPlus.forward`
+    (`estimator/models/patchrefinerplus.py`): the [0, 0] grid with `init_flag`, then the grids shifted by half a patch
+    along w, h, and both. The refiner is `tile_refine` (`tile_temp=None` path: `infer_forward(patches)`)."""
+    import torch.nn.functional as F
+    utils = gu.import_file(root / "estimator/models/utils.py", "_official_prv2_model_utils")
+    ns = {"torch": torch, "F": F, "RunningAverageMap": utils.RunningAverageMap}
+    fns = _source_functions(root / "estimator/models/baseline_pretrain.py", "BaselinePretrain",
+                            ["regular_tile", "prepare_tile_cfg"], ns)
+    ph, pw = TILE["process_shape"]
+    fake = types.SimpleNamespace(patch_process_shape=TILE["process_shape"], resizer=lambda x: x,
+                                 infer_forward=lambda crops, *a: tile_refine(crops))
+    tile_cfg = fns["prepare_tile_cfg"](fake, TILE["image_raw_shape"], TILE["patch_split_num"])
+    image = tile_image(seed)
+    blur = torch.tensor(utils.generatemask(TILE["process_shape"], border=0.15))
+    out = dict(seed=seed, **{k: list(v) if isinstance(v, tuple) else v for k, v in TILE.items()}, modes={})
+    with torch.no_grad():
+        for mode in ("m1", "m2"):
+            kw = dict(image_hr=image[0], tile_temp=None, blur_mask=blur, tile_cfg=tile_cfg, process_num=TILE["process_num"])
+            avg = fns["regular_tile"](fake, offset=[0, 0], offset_process=[0, 0], init_flag=True, **kw)
+            if mode == "m2":
+                for off, off_p in [([0, tile_cfg["patch_raw_shape"][1] // 2], [0, pw // 2]),
+                                   ([tile_cfg["patch_raw_shape"][0] // 2, 0], [ph // 2, 0]),
+                                   ([tile_cfg["patch_raw_shape"][0] // 2, tile_cfg["patch_raw_shape"][1] // 2],
+                                    [ph // 2, pw // 2])]:
+                    avg = fns["regular_tile"](fake, offset=off, offset_process=off_p, init_flag=False,
+                                              avg_depth_map=avg, **kw)
+            out["modes"][mode] = gu.summary(avg.get_avg_map())
+    out["blend_mask"] = gu.summary(blur)
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ main
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -288,6 +350,9 @@ def main(argv=None) -> None:
                 if want(name):
                     print("wrote", gu.save(f"{name}.json", {"source": f"zhyever/PatchRefinerV2@{COMMITS['prv2']}",
                                                            **fn(off)}))
+    if a.prv2 and want("prv2_tiling"):
+        print("wrote", gu.save("prv2_tiling.json", {"source": f"zhyever/PatchRefinerV2@{COMMITS['prv2']}",
+                                                    **gen_prv2_tiling(a.prv2)}))
     if a.dav2 and want("dav2_metric"):
         print("wrote", gu.save("dav2_metric.json", {"source": f"DepthAnything/Depth-Anything-V2@{COMMITS['dav2']}",
                                                     **gen_dav2(a.dav2)}))
