@@ -184,29 +184,31 @@ def test_roi_align_of_the_coarse_outputs_matches_golden(prv2_model):
         gu.compare_summary(f, g, 1e-12, f"roi feature {i}")
 
 
-@pytest.mark.parametrize("variant", ["full", "f2c_only"])
-def test_prv2_refiner_end_to_end_matches_golden(prv2_model, variant):
-    "roi_align of the coarse outputs → M refiner (official-layout weights) → fusion, against the official modules."
-    g = prv2_model["variants"][variant]
+@pytest.mark.parametrize("key", ["full", "f2c_only", "E_full"])
+def test_prv2_refiner_end_to_end_matches_golden(prv2_model, key):
+    "roi_align of the coarse outputs → M/E refiner (official-layout weights) → fusion, against the official modules."
+    g = prv2_model["variants"][key]
     sd = gu.perturbed_state_dict(prv2_model["seed"], gu.shapes_from_text(g["state_dict_shapes"]))
     torch.manual_seed(0)
-    ours = _ours(g["encoder"], variant, prv2_model["c0"])
+    ours = _ours(g["encoder"], g["variant"], prv2_model["c0"])
     ours.load_state_dict(_converted(sd), strict=True)
     ours = ours.double().eval()
-    x, roi = _roi(prv2_model)
+    x = rg.model_inputs(prv2_model["seed"], tuple(g["process_shape"]), prv2_model["c0"])
+    roi = roi_align_coarse(CoarseOutput(x["depth"], x["feats"]), x["boxes"], x["process"],
+                           torch.zeros(len(x["boxes"]), dtype=torch.long))
     with torch.no_grad():
         got = ours(x["patches"], roi.depth, roi.features)
-    gu.compare_summary(got, g["output"], RTOL_MODEL, f"{variant} output")
+    gu.compare_summary(got, g["output"], RTOL_MODEL, f"{key} output")
 
 
 @pytest.mark.parametrize("encoder", ["E", "C"])
 def test_refiner_structure_matches_official_on_meta(prv2_model, encoder):
     "The E/C refiners: every official parameter maps to one of ours with the same shape, and nothing is left over."
-    g = prv2_model["structure"][encoder]
-    assert g["encoder"] == ENCODERS[encoder]
+    g = prv2_model["structure"][encoder] if encoder == "C" else prv2_model["variants"]["E_full"]
+    assert g.get("encoder") in (encoder, ENCODERS[encoder])
     official = {k: torch.empty(s, device="meta") for k, s in gu.shapes_from_text(g["state_dict_shapes"]).items()}
     converted = {k: tuple(v.shape) for k, v in _converted(official).items()}
-    ours = {k: tuple(v.shape) for k, v in _ours(encoder, "full", g["c0"], "meta").state_dict().items()}
+    ours = {k: tuple(v.shape) for k, v in _ours(encoder, "full", g.get("c0", prv2_model["c0"]), "meta").state_dict().items()}
     assert sorted(set(converted) ^ set(ours)) == []
     assert {k: s for k, s in converted.items() if ours[k] != s} == {}
 

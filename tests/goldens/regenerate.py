@@ -200,10 +200,14 @@ def official_refiner(off, name: str, c2f: str | None, c0: int):
     convnext = "convnext" in name
     fine_chl = [chl[0] // 2] + chl if convnext else chl
     fine = off.refiner.LightWeightRefiner(name, coarse_condition=True, cls_pretrain=False, encoder_channels=fine_chl)
+    # the 4-channel stem as `PatchRefinerPlus.__init__` builds it per encoder: the timm stem's layout with one more
+    # input channel (TF "same" padding kept for tf_efficientnet: timm's Conv2dSame)
+    from timm.layers import Conv2dSame
     attr = "stem_0" if convnext else "conv_stem"
     old = getattr(fine.refiner_encoder, attr)
-    setattr(fine.refiner_encoder, attr, nn.Conv2d(4, old.out_channels, old.kernel_size, old.stride, old.padding,
-                                                  bias=old.bias is not None))
+    conv = Conv2dSame if isinstance(old, Conv2dSame) else nn.Conv2d
+    setattr(fine.refiner_encoder, attr, conv(4, old.out_channels, old.kernel_size, old.stride, old.padding,
+                                             bias=old.bias is not None))
     coarse_chl = [c0, 256, 256, 256, 256, 256]
     after = [c0] + [256] * 5 if c2f else [fine_chl[0]] + fine_chl
     fusion = off.fusion.BiDirectionalFusion(coarse2fine=c2f is not None, coarse2fine_type=c2f or "coarse-gated",
@@ -251,9 +255,18 @@ def gen_prv2_model(off, seed=6) -> dict:
                                     None, rois)
     out["roi_depth"] = gu.summary(roi_depth)
     out["roi_features"] = [gu.summary(f) for f in roi_feats]
-    for variant, c2f in [("full", "coarse-gated"), ("f2c_only", None)]:
+    # (key, encoder, variant, process shape): E needs both sides divisible by its stride 32 (the official fusion
+    # adds maps of the patch size to the decoder's upsampled ones)
+    for key, enc, variant, process in [("full", "M", "full", (32, 48)), ("f2c_only", "M", "f2c_only", (32, 48)),
+                                       ("E_full", "E", "full", (32, 64))]:
+        c2f = {"full": "coarse-gated", "f2c_only": None}[variant]
+        xv = model_inputs(seed, process)
+        with torch.no_grad():
+            rois = torch.cat([torch.zeros(2, 1, dtype=torch.float64), xv["boxes"]], 1)
+            v_feats, v_depth = post(types.SimpleNamespace(patch_process_shape=process), xv["depth"], xv["feats"], None,
+                                    rois)
         torch.manual_seed(0)
-        fine, fusion = official_refiner(off, ENCODERS["M"], c2f, x["c0"])
+        fine, fusion = official_refiner(off, ENCODERS[enc], c2f, x["c0"])
         shapes = shapes_of(fine, fusion)
         sd = gu.perturbed_state_dict(seed, gu.shapes_from_text(shapes))
         fine.load_state_dict({k.removeprefix("refiner_fine_branch."): v for k, v in sd.items()
@@ -262,10 +275,11 @@ def gen_prv2_model(off, seed=6) -> dict:
                                 if k.startswith("refiner_fusion_model.")})
         fine, fusion = fine.double().eval(), fusion.double().eval()
         with torch.no_grad():
-            feats, rdepth = fine(x["patches"], roi_depth)
-            pred = fusion(c_feat=list(roi_feats), f_feat=feats[::-1], pred1=roi_depth, pred2=rdepth, update_base=roi_depth)
-        out["variants"][variant] = dict(encoder="M", c2f=c2f, state_dict_shapes=shapes, output=gu.summary(pred))
-    for enc in ("E", "C"):  # structure only, on the meta device (no weights are allocated)
+            feats, rdepth = fine(xv["patches"], v_depth)
+            pred = fusion(c_feat=list(v_feats), f_feat=feats[::-1], pred1=v_depth, pred2=rdepth, update_base=v_depth)
+        out["variants"][key] = dict(encoder=enc, variant=variant, c2f=c2f, process_shape=list(process),
+                                    state_dict_shapes=shapes, output=gu.summary(pred))
+    for enc in ("C",):  # structure only, on the meta device (no weights are allocated); E: see "E_full"
         with torch.device("meta"):
             fine, fusion = official_refiner(off, ENCODERS[enc], "coarse-gated", 256)
         out["structure"][enc] = dict(encoder=ENCODERS[enc], c2f="coarse-gated", c0=256,
