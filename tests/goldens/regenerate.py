@@ -343,8 +343,21 @@ def gen_prv2_tiling(root: Path, seed=7) -> dict:
                     avg = fns["regular_tile"](fake, offset=off, offset_process=off_p, init_flag=False,
                                               avg_depth_map=avg, **kw)
             out["modes"][mode] = gu.summary(avg.get_avg_map())
+            if mode == "m2":  # the evaluation of that canvas: official compute_metrics at a GT of another size
+                gt = tile_gt(seed)
+                with gu.prv2_modules(root) as off:
+                    edges = off.image_ops.get_boundaries(gt.numpy(), th=1, dilation=0)
+                    m = off.metric.compute_metrics(gt[None, None], avg.get_avg_map()[None, None].clone(), eigen_crop=False,
+                                                   min_depth_eval=1e-3, max_depth_eval=80.0,
+                                                   disp_gt_edges=torch.from_numpy(edges))
+                out["m2_eval"] = dict(gt_shape=list(gt.shape), metrics={k: float(v) for k, v in m.items()})
     out["blend_mask"] = gu.summary(blur)
     return out
+
+
+def tile_gt(seed: int) -> torch.Tensor:
+    "GT of the tiling evaluation golden: a size other than the canvas (40×60 vs 32×48), values like the predictions'."
+    return gu.uniform(seed, "tile_gt", (40, 60), 1.0, 6.0)
 
 
 # ------------------------------------------------------------------------------------------------ main
