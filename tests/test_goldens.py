@@ -213,6 +213,25 @@ def test_refiner_structure_matches_official_on_meta(prv2_model, encoder):
     assert {k: s for k, s in converted.items() if ours[k] != s} == {}
 
 
+# ------------------------------------------------------------------------------------------------ PRV2 coarse branch
+def test_dav2_coarse_branch_matches_official_temp_features():
+    "Our `DAv2Coarse` = the official metric DepthAnythingV2 coarse branch: depth and the six maps PRV2 consumes."
+    from depth_anything_nb.dpt import DepthAnythingV2
+    from depth_anything_nb.prv2.model import DAv2Coarse
+
+    g = gu.load("prv2_coarse.json")
+    model = DepthAnythingV2.from_config(g["encoder"], max_depth=g["max_depth"], features=g["features"],
+                                        out_channels=list(g["out_channels"]))
+    model.load_state_dict(gu.perturbed_state_dict(g["seed"], gu.shapes_from_text(g["state_dict_shapes"])), strict=True)
+    coarse = DAv2Coarse(model, tuple(g["process_shape"])).double().eval()
+    with torch.no_grad():
+        out = coarse(gu.uniform(g["seed"], "coarse_image", (1, 3, *g["process_shape"])))
+    gu.compare_summary(out.depth, g["metric_depth"], RTOL_MODEL, "coarse depth")
+    names = ["midas_final_feat", "x_blocks_feat_3", "x_blocks_feat_2", "x_blocks_feat_1", "x_blocks_feat_0", "x_d0"]
+    for name, f in zip(names, out.features):  # ours high → low resolution, the official dict low → high
+        gu.compare_summary(f, g["temp_features"][name], RTOL_MODEL, name)
+
+
 # ------------------------------------------------------------------------------------------------ PRV2 tiling
 # Tiling runs in float32 on both sides (official: float32 canvases and mask; ours: float32 by design). A pixel is a
 # weighted mean of ≤ 4 predictions; the official running average `(p·c + n·a)/(n + c)` and our Σw·p/Σw each round
@@ -292,9 +311,9 @@ PRV2_REPO, DAV2_REPO, MIDAS_REPO = (os.environ.get(k) for k in ("PRV2_OFFICIAL_R
 
 
 @pytest.mark.skipif(not PRV2_REPO, reason="set PRV2_OFFICIAL_REPO to a checkout of zhyever/PatchRefinerV2")
-@pytest.mark.parametrize("name", ["prv2_losses", "prv2_ranking", "prv2_metrics", "prv2_model"])
+@pytest.mark.parametrize("name", ["prv2_coarse", "prv2_losses", "prv2_ranking", "prv2_metrics", "prv2_model"])
 def test_live_official_prv2_matches_golden(name):
-    gen = {"prv2_losses": rg.gen_prv2_losses, "prv2_ranking": rg.gen_prv2_ranking,
+    gen = {"prv2_coarse": rg.gen_prv2_coarse, "prv2_losses": rg.gen_prv2_losses, "prv2_ranking": rg.gen_prv2_ranking,
            "prv2_metrics": rg.gen_prv2_metrics, "prv2_model": rg.gen_prv2_model}[name]
     golden = gu.load(f"{name}.json")
     with gu.prv2_modules(PRV2_REPO) as off:

@@ -155,7 +155,8 @@ def prv2_modules(root: str | Path):
     try:
         for name, folder in [("estimator", "estimator"), ("estimator.models", "estimator/models"),
                              ("estimator.models.blocks", "estimator/models/blocks"), ("estimator.utils", "estimator/utils"),
-                             ("external", "external"), ("external.depth_anything", "external/depth_anything")]:
+                             ("external", "external"), ("external.depth_anything", "external/depth_anything"),
+                             ("external.depth_anything_v2", "external/depth_anything_v2")]:
             _stub(name, __path__=[str(root / folder)])
         _stub("estimator.registry", MODELS=types.SimpleNamespace(register_module=lambda *a, **k: (lambda c: c)))
         _stub("estimator.models.blocks.transformers", TwoWayTransformer=None)
@@ -177,6 +178,7 @@ def prv2_modules(root: str | Path):
             refiner=importlib.import_module("estimator.models.blocks.lightweight_refiner"),
             fusion=importlib.import_module("estimator.models.blocks.bi_directional_fusion_model"),
             patchrefiner_source=(root / "estimator/models/patchrefiner.py").read_text(),
+            dav2=importlib.import_module("external.depth_anything_v2.dpt"),
         )
     finally:
         for k in [k for k in sys.modules if k.split(".")[0] in names]:

@@ -10,7 +10,8 @@ Checkouts used for the committed fixtures (read, imported from these paths, neve
     and `bi_directional_fusion_model.py` (refiner branch and fusion), `estimator/models/patchrefiner.py`
     (`coarse_postprocess_train`: the roi_align of the coarse outputs, executed from the file's source),
     `estimator/models/baseline_pretrain.py` (`regular_tile`, `prepare_tile_cfg`, executed from the file's source) and
-    `estimator/models/utils.py` (`generatemask`, `RunningAverageMap`): tiled inference m1/m2 and its blending.
+    `estimator/models/utils.py` (`generatemask`, `RunningAverageMap`): tiled inference m1/m2 and its blending;
+    `external/depth_anything_v2/dpt.py` (the metric DepthAnythingV2 coarse branch and its `temp_features`).
   * DepthAnything/Depth-Anything-V2 at a561b849ebae10a6f5ef49e26c83cbbcd36c71bf — `metric_depth/util/loss.py`
     (SiLogLoss), `metric_depth/util/metric.py` (eval_depth).
   * EPFL-VILAB/omnidata at f69ff3aedf983cb34c490a0afd0d29fdd83f6a1c — `omnidata_tools/torch/losses/midas_loss.py`,
@@ -287,6 +288,29 @@ def gen_prv2_model(off, seed=6) -> dict:
     return out
 
 
+# ------------------------------------------------------------------------------------------------ PRV2 coarse branch
+COARSE = dict(encoder="vits", features=64, out_channels=[48, 96, 192, 384], max_depth=80.0, process_shape=(28, 42))
+
+
+def gen_prv2_coarse(off, seed=8) -> dict:
+    """The coarse branch of PRV2-DAv2 configs: the official metric `DepthAnythingV2` of `external/depth_anything_v2`
+    (ViT-S, perturbed weights) on a 28×42 image, its depth and the six `temp_features` that
+    `PatchRefinerPlus.coarse_forward` hands on (x_d0, x_blocks_feat_0..3, midas_final_feat)."""
+    torch.manual_seed(0)
+    model = off.dav2.DepthAnythingV2(encoder=COARSE["encoder"], features=COARSE["features"],
+                                     out_channels=COARSE["out_channels"], max_depth=COARSE["max_depth"])
+    shapes = gu.shapes_text({k: list(v.shape) for k, v in model.state_dict().items()})
+    model.load_state_dict(gu.perturbed_state_dict(seed, gu.shapes_from_text(shapes)))
+    model = model.double().eval()
+    image = gu.uniform(seed, "coarse_image", (1, 3, *COARSE["process_shape"]))
+    with torch.no_grad():
+        out = model(image, return_final_centers=True)
+    names = ["x_d0", "x_blocks_feat_0", "x_blocks_feat_1", "x_blocks_feat_2", "x_blocks_feat_3", "midas_final_feat"]
+    return dict(seed=seed, **{k: list(v) if isinstance(v, tuple) else v for k, v in COARSE.items()},
+                state_dict_shapes=shapes, metric_depth=gu.summary(out["metric_depth"]),
+                temp_features={n: gu.summary(out["temp_features"][n]) for n in names})
+
+
 # ------------------------------------------------------------------------------------------------ PRV2 tiling
 TILE = dict(image_raw_shape=(32, 48), process_shape=(16, 24), patch_split_num=(2, 2), process_num=4)
 
@@ -372,7 +396,7 @@ def main(argv=None) -> None:
     want = lambda n: not only or n in only  # noqa: E731
     if a.prv2:
         with gu.prv2_modules(a.prv2) as off:
-            for name, fn in [("prv2_losses", gen_prv2_losses), ("prv2_ranking", gen_prv2_ranking),
+            for name, fn in [("prv2_coarse", gen_prv2_coarse), ("prv2_losses", gen_prv2_losses), ("prv2_ranking", gen_prv2_ranking),
                              ("prv2_metrics", gen_prv2_metrics), ("prv2_model", gen_prv2_model)]:
                 if want(name):
                     print("wrote", gu.save(f"{name}.json", {"source": f"zhyever/PatchRefinerV2@{COMMITS['prv2']}",
