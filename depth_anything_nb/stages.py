@@ -46,14 +46,15 @@ from .training import Trainer, TrainConfig, atomic_save, load_pretrained, read_s
 from .transforms import StrongAugment, TrainTransform, cutmix
 
 # %% auto #0
-__all__ = ['MINI_ENCODERS', 'PRESETS', 'RUNTIME_FIELDS', 'PRESET_VALUES', 'READERS', 'HELDOUT_SEED', 'STAGES', 'stage_encoder',
-           'project_root', 'runs_root', 'StageConfig', 'config_from_params', 'TrainingStageConfig', 'TeacherConfig',
-           'PseudoLabelConfig', 'StudentConfig', 'MetricConfig', 'EvalConfig', 'cache_dir', 'labeled_dataset',
-           'unlabeled_source', 'source_keys', 'prerender', 'with_target', 'TrainingView', 'CutMixView', 'RelativeLoss',
-           'StudentModel', 'StudentLoss', 'MetricLoss', 'save_model', 'load_depth_model', 'load_encoder_weights',
-           'new_model', 'run_lock', 'finished_run', 'run_stage', 'eval_sets_for', 'loss_figure', 'save_figure',
-           'relative_report', 'train_teacher', 'pseudo_label', 'frozen_encoder', 'FlaggedViews', 'student_views',
-           'train_student', 'show_metric_predictions', 'finetune_metric', 'evaluate', 'stage_main', 'main']
+__all__ = ['MINI_ENCODERS', 'PRESETS', 'RUNTIME_FIELDS', 'PRESET_VALUES', 'PROCEDURAL', 'RANDOM_INIT', 'READERS', 'HELDOUT_SEED',
+           'STAGES', 'stage_encoder', 'project_root', 'runs_root', 'StageConfig', 'require_for_paper',
+           'config_from_params', 'TrainingStageConfig', 'TeacherConfig', 'PseudoLabelConfig', 'StudentConfig',
+           'MetricConfig', 'EvalConfig', 'cache_dir', 'labeled_dataset', 'unlabeled_source', 'source_keys', 'prerender',
+           'with_target', 'TrainingView', 'CutMixView', 'RelativeLoss', 'StudentModel', 'StudentLoss', 'MetricLoss',
+           'save_model', 'load_depth_model', 'load_encoder_weights', 'new_model', 'run_lock', 'finished_run',
+           'run_stage', 'eval_sets_for', 'loss_figure', 'save_figure', 'relative_report', 'train_teacher',
+           'pseudo_label', 'frozen_encoder', 'FlaggedViews', 'student_views', 'train_student',
+           'show_metric_predictions', 'finetune_metric', 'evaluate', 'stage_main', 'main']
 
 # %% ../nbs/31_stages.ipynb #a321060a
 MINI_ENCODERS = {"vits": "mini-s", "vitb": "mini-b", "vitl": "mini-l", "vitg": "mini-g"}
@@ -196,6 +197,17 @@ class StageConfig:
         runtime = {k: getattr(self, k) for k in RUNTIME_FIELDS if k != "run_name"}
         return dataclasses.replace(config, **runtime, **fields)
 
+
+PROCEDURAL = "procedural"  # unlabeled="procedural" / labeled={"procedural": {}}: the procedural world, chosen explicitly
+RANDOM_INIT = "random"  # init_encoder="random" (DAv2) / coarse_init="random" (PRV2): random weights, chosen explicitly
+
+
+def require_for_paper(cfg: StageConfig, field: str, needed: str, opt_out) -> None:
+    "Under the `paper` preset an unset `field` is an error naming it: no silent procedural data or random weights."
+    if cfg.preset == "paper" and getattr(cfg, field) in (None, ""):
+        raise ValueError(f"{type(cfg).__name__}(preset='paper'): set {field} ({needed}), or {field}={opt_out!r} "
+                         "to use the miniature's substitute deliberately")
+
 # %% ../nbs/31_stages.ipynb #75d6732c
 def config_from_params(cls: type, params: dict):
     "A stage config from a namespace that holds its fields — a stage notebook's globals after the parameters cell."
@@ -235,9 +247,16 @@ class TeacherConfig(TrainingStageConfig):
     encoder: str | None = None  # vits | vitb | vitl | vitg (paper teacher: vitg); smoke/mini: vitb → mini-b
     labeled: dict | None = None  # None: the procedural world's synthetic style; else {reader: kwargs}, concatenated
     num_scenes: int | None = None  # procedural training scenes (when labeled is None)
-    init_encoder: str = ""  # DINOv2 weights for the encoder (the paper starts from DINOv2); "" → random init
+    init_encoder: str = ""  # DINOv2 weights for the encoder (the paper starts from DINOv2); "" → random init (smoke/mini;
+                            # the paper preset requires a file, or "random")
     gm_weight: float = 2.0  # L_ssi : L_gm = 1 : 2 (§7.1)
     alignment: str | None = None  # "least_squares" (DAv2, paper) | "median_mad" (DAv1 §3.1; mini: see the losses)
+
+    def _check(self):
+        super()._check()
+        require_for_paper(self, "labeled", "the five synthetic sets of Table 7, e.g. {'hypersim': {'root': ...}, "
+                          "'vkitti2': {...}}", {PROCEDURAL: {}})
+        require_for_paper(self, "init_encoder", "the DINOv2 weights of the teacher's encoder (§4, Fig. 7)", RANDOM_INIT)
 
 # %% ../nbs/31_stages.ipynb #60d9a741
 @dataclass
@@ -255,6 +274,11 @@ class PseudoLabelConfig(StageConfig):
     batch_size: int | None = None  # images per forward pass (per process)
     shard_size: int | None = None  # labels per store shard
     amp: str | None = None
+
+    def _check(self):
+        super()._check()
+        require_for_paper(self, "unlabeled", "the unlabeled real images of Table 7: a folder, a .txt list or .tar shards",
+                          PROCEDURAL)
 
     def teacher_config(self) -> TeacherConfig:
         "The teacher run this stage reads when `teacher` is empty."
@@ -296,6 +320,13 @@ class StudentConfig(TrainingStageConfig):
                                 # "D^l + D^u" row, DAv1's recipe; Tables 10, 11); the paper's students: False
     labeled: dict | None = None  # that labeled set: None → procedural synthetic style; else {reader: kwargs}
 
+    def _check(self):
+        super()._check()
+        require_for_paper(self, "unlabeled", "the unlabeled real images of Table 7: a folder, a .txt list or .tar shards",
+                          PROCEDURAL)
+        require_for_paper(self, "init_encoder", "the DINOv2 weights of the student's encoder (§4; also the 'init' "
+                          "alignment target)", RANDOM_INIT)
+
     def pseudo_label_config(self) -> PseudoLabelConfig:
         return self._upstream(PseudoLabelConfig(preset=self.preset, seed=self.seed),
                               teacher_encoder=self.teacher_encoder, unlabeled=self.unlabeled,
@@ -336,6 +367,11 @@ class MetricConfig(TrainingStageConfig):
     silog_lambda: float = 0.5
     epochs: int | None = None  # > 0: train by epochs instead of steps (official: 120 epochs of batch 4 × 8 GPUs,
                                # AdamW 5e-6 with the head 10×, weight decay 0.01, poly 0.9)
+
+    def _check(self):
+        super()._check()
+        require_for_paper(self, "labeled", "Hypersim (max_depth 20) or Virtual KITTI 2 (max_depth 80), e.g. "
+                          "{'hypersim': {'root': ...}}", {PROCEDURAL: {}})
 
     def student_config(self) -> StudentConfig:
         return self._upstream(StudentConfig(preset=self.preset, seed=self.seed), encoder=self.encoder)
@@ -382,7 +418,7 @@ def cache_dir(out_root: str = "") -> Path:
 
 def labeled_dataset(labeled: dict | None, *, num_scenes: int, size: int, seed: int = 0, out_root: str = ""):
     "The labeled training set: procedural synthetic scenes, or the given readers concatenated (unbalanced)."
-    if labeled is None:
+    if labeled is None:  # also {PROCEDURAL: {}}, below
         return ProceduralDepthDataset(num_scenes, size, "synthetic", seed=seed, cache_dir=cache_dir(out_root))
     parts = []
     for name, kwargs in labeled.items():
@@ -398,7 +434,7 @@ def labeled_dataset(labeled: dict | None, *, num_scenes: int, size: int, seed: i
 def unlabeled_source(unlabeled: str | None, *, num_images: int, size: int, seed: int = 0, out_root: str = "",
                      gap: float = 1.0):
     "Unlabeled images: procedural 'real' style at `gap` (None), a folder or .txt list (map-style), or .tar shards."
-    if unlabeled is None:
+    if unlabeled is None or unlabeled == PROCEDURAL:
         return ProceduralDepthDataset(num_images, size, "real", seed=seed, labeled=False, gap=gap,
                                       cache_dir=cache_dir(out_root))
     p = Path(unlabeled)
@@ -613,7 +649,7 @@ def new_model(encoder: str, output_bias: float | None = None, init_encoder: str 
     "A fresh model (seeded), its encoder optionally from DINOv2 weights, its last bias optionally set."
     torch.manual_seed(seed)
     model = DepthAnythingV2.from_config(encoder, max_depth=max_depth, output_bias=output_bias)
-    if init_encoder:
+    if init_encoder and init_encoder != RANDOM_INIT:
         load_encoder_weights(model, init_encoder)
     return model
 
@@ -909,7 +945,7 @@ def _pseudo_label_body(cfg: PseudoLabelConfig, run_dir: Path):
 
 
 def _pseudo_label_prepare(cfg: PseudoLabelConfig, run_dir: Path):
-    if cfg.unlabeled is None:  # render the procedural images once (the labelling loop then only reads them)
+    if cfg.unlabeled is None or cfg.unlabeled == PROCEDURAL:  # render the procedural images once (the labelling loop then only reads them)
         unlabeled_source(None, num_images=cfg.num_images, size=cfg.source_size(), seed=cfg.seed,
                          out_root=cfg.out_root, gap=cfg.real_gap).prerender(progress=cfg.progress)
 
@@ -947,7 +983,7 @@ def frozen_encoder(cfg: StudentConfig, student: DepthAnythingV2) -> nn.Module | 
     if not cfg.align_to:
         return None
     if cfg.align_to == "init":
-        if not cfg.init_encoder:
+        if cfg.init_encoder in ("", RANDOM_INIT):
             warnings.warn("align_to='init' without init_encoder aligns the student to its own random initialisation")
         enc = copy.deepcopy(student.pretrained)
     elif cfg.align_to == "teacher":

@@ -245,3 +245,52 @@ def test_explicit_image_raw_shape_and_output_shape():
     assert out.shape == (25, 35)
     raw = TileConfig((32, 48), (8, 8), (2, 2)).to_raw(torch.cat([b for _, b in log]).double()).round().long()
     assert raw[:, 2].max() == 48 and raw[:, 3].max() == 32
+
+
+# ---------------------------------------------------------------- canvas → output resize (official evaluation)
+def _canvas_refiner(canvas, cfg):
+    "Returns, for each tile, the values of `canvas` in its canvas box: tiled inference rebuilds `canvas` exactly."
+    def refine(patches, coarse, boxes):
+        raw = cfg.to_raw(boxes.double()).round().long()
+        out = []
+        for x1, y1, x2, y2 in raw.tolist():
+            i, j = y1 // cfg.patch_raw_shape[0], x1 // cfg.patch_raw_shape[1]
+            h, w = cfg.process_shape
+            out.append(canvas[i * h:(i + 1) * h, j * w:(j + 1) * w][None])
+        return torch.stack(out)
+    return refine
+
+
+def test_canvas_resized_to_output_like_official_compute_metrics():
+    # The official evaluation (estimator/utils/metric.py `compute_metrics`) brings the tiled result (the canvas) to the
+    # GT size with bilinear interpolation, align_corners=False. Canvas 2·12 × 2·20 = 24×40, image 32×52.
+    cfg = TileConfig((32, 52), (12, 20), (2, 2))
+    canvas = torch.rand(24, 40, generator=torch.Generator().manual_seed(0)) * 10 + 1
+    out = tiled_inference(torch.rand(3, 32, 52), _canvas_refiner(canvas, cfg), None, process_shape=(12, 20),
+                          patch_split_num=(2, 2), cai_mode="m1")
+    official = F.interpolate(canvas[None, None], size=(32, 52), mode="bilinear", align_corners=False)[0, 0]
+    nearest = F.interpolate(canvas[None, None], size=(32, 52), mode="nearest")[0, 0]
+    assert (official - nearest).abs().max() > 1  # the two resizes really differ here
+    assert torch.allclose(out, official, rtol=1e-6, atol=1e-5)
+    out_n = tiled_inference(torch.rand(3, 32, 52), _canvas_refiner(canvas, cfg), None, process_shape=(12, 20),
+                            patch_split_num=(2, 2), cai_mode="m1", output_resize="nearest")
+    assert torch.equal(out_n, nearest)
+    with pytest.raises(ValueError, match="output_resize"):
+        tiled_inference(torch.rand(3, 32, 52), constant_refiner(1), None, process_shape=(12, 20),
+                        patch_split_num=(2, 2), output_resize="bicubic")
+
+
+def test_perfect_canvas_prediction_of_a_smooth_scene_scores_better_with_the_official_resize():
+    # A smooth scene sampled at pixel centres on the canvas grid: bilinear (align_corners=False) interpolates it back
+    # to the image grid to second order; nearest makes a staircase. The official resize is the one the paper's numbers use.
+    H, W, ph, pw = 96, 160, 16, 24  # canvas 2·16 × 2·24 = 32×48 (coarser than the image, as at 4K)
+    def scene(h, w):  # depth at pixel centres of an h×w grid over the unit square
+        y = (torch.arange(h, dtype=torch.float64) + 0.5) / h
+        x = (torch.arange(w, dtype=torch.float64) + 0.5) / w
+        return (5 + 3 * torch.sin(3 * y)[:, None] + 2 * torch.cos(4 * x)[None]).float()
+    cfg = TileConfig((H, W), (ph, pw), (2, 2))
+    refine = _canvas_refiner(scene(2 * ph, 2 * pw), cfg)
+    gt = scene(H, W)
+    rmse = {m: (tiled_inference(torch.rand(3, H, W), refine, None, process_shape=(ph, pw), patch_split_num=(2, 2),
+                                output_resize=m) - gt).pow(2).mean().sqrt().item() for m in ("bilinear", "nearest")}
+    assert rmse["bilinear"] < 0.25 * rmse["nearest"], rmse

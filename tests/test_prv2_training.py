@@ -116,7 +116,7 @@ def test_online_and_offline_pseudo_labels_agree(runs, tmp_path):
     teacher = prv2.load_model(result["model"])
     cfg = smoke(prv2.E2EConfig, root).resolved()
     scenes = highres_scenes(1, cfg.image_shape, "synthetic", seed=11)
-    predict = prv2.refined_predictor(teacher, "m1", cfg.patch_split_num, process_num=4)
+    predict = prv2.pseudo_label_predictor(teacher, dataclasses.replace(cfg, cai_mode="m1"))  # what DSD stores
     write_offline_pseudo_labels(predict, scenes, tmp_path, progress=False)
     data = PRV2TrainingSet(scenes, cfg.patch_raw_shape, cfg.process_shape, augment=False, pseudo_labels=tmp_path)
     tiles = TileConfig(tuple(cfg.image_shape), tuple(cfg.process_shape), tuple(cfg.patch_split_num))
@@ -291,3 +291,90 @@ def test_teacher_steps(tmp_path):
     short = prv2.teacher_config(smoke(prv2.FinetuneRealConfig, tmp_path, teacher_steps=1)).resolved()
     assert plain.steps == prv2.PRESET_VALUES["prv2_e2e"]["smoke"]["steps"] and short.steps == 1
     assert short.run_dir() == smoke(prv2.E2EConfig, tmp_path, steps=1).resolved().run_dir()
+
+
+# ---------------------------------------------------------------- paper presets = the official configs (a81f726)
+U4K = dict(reader="u4k", root="/data/u4k", split_file="/data/u4k/train.txt")
+PAPER = dict(preset="paper", data=U4K, coarse_init="depth_anything_v2_metric_hypersim_vitl.pth")
+
+
+def test_pr_v1_lr_multiplier_reaches_its_vit_and_the_prv2_one_its_encoder():
+    # official patchrefiner_dav2/pr_u4k.py: `refiner_fine_branch.pretrained` (the ViT of PR-V1's base-model copy) ×1/30
+    for enc in (prv2.PR_V1, "mini"):
+        cfg = prv2.E2EConfig(preset="smoke", refiner_encoder=enc, np_load="none").resolved()
+        arch = prv2.patchrefiner_arch(cfg)
+        coarse = prv2.build_coarse(arch["coarse"])
+        from depth_anything_nb.prv2.model import PRV1Refiner
+        from depth_anything_nb.prv2.refiner import PRV2Refiner
+        refiner = PRV1Refiner.from_coarse(coarse) if enc == prv2.PR_V1 else PRV2Refiner(prv2.refiner_config(cfg))
+        names = [n for n, _ in PatchRefiner(coarse, refiner).named_parameters()]
+        for prefix in prv2.e2e_lr_mult(cfg):
+            assert any(n.startswith(prefix) for n in names), (enc, prefix)
+    pr = prv2.E2EConfig(**PAPER, refiner_encoder=prv2.PR_V1, train_coarse=False, np_load="none").resolved()
+    assert (pr.epochs, pr.weight_decay, pr.encoder_lr_mult, pr.coarse_decay_mult) == (24, 0.01, 1 / 30, 1.0)
+    assert prv2.e2e_lr_mult(pr) == {"refiner.fine_branch.model.pretrained.": 1 / 30, "coarse.": 0.0}
+
+
+@pytest.mark.parametrize("enc, np_wd, wd, coarse_decay", [("M", 1e-5, 1e-5, 1000.0), ("E", 0.01, 0.01, 1.0),
+                                                          ("C", 0.01, 0.01, 1.0)])
+def test_paper_weight_decay_follows_the_refiner(enc, np_wd, wd, coarse_decay):
+    # official: pretrain_{mobile,eff,convx}_m0s1.py and plus_{mobile,eff,convx}_u4k_base_coarse_e2e_c2f_pretrain.py
+    assert prv2.PretrainConfig(**PAPER, refiner_encoder=enc).resolved().weight_decay == np_wd
+    e2e = prv2.E2EConfig(**PAPER, refiner_encoder=enc).resolved()
+    assert (e2e.weight_decay, e2e.coarse_decay_mult, e2e.epochs, e2e.coarse_lr_mult) == (wd, coarse_decay, 48, 1 / 30)
+    assert prv2.E2EConfig(**PAPER, refiner_encoder=enc, weight_decay=0.5).resolved().weight_decay == 0.5  # explicit wins
+
+
+def test_paper_precision_rotation_and_dsd_schedule():
+    e2e = prv2.E2EConfig(**PAPER).resolved()
+    assert e2e.amp == "none" and e2e.rotate == 1.0  # official: fp32, aug_rotate degree 1.0
+    assert prv2.E2EConfig(preset="mini").resolved().rotate == 0.0
+    dsd = prv2.FinetuneRealConfig(**PAPER, teacher_model="pr_v1_u4k.pt", np_model="np_u4k.pt").resolved()
+    assert (dsd.coarse_lr_mult, dsd.dsd_weight, dsd.teacher, dsd.student_init, dsd.real_epochs) == (
+        1 / 30, 0.5, "pr_v1", "coarse_np", 24)  # official patchrefinerv2_dav2/semi_kitti.py: coarse 1/30, λ 0.5
+
+
+def test_training_set_rotates_by_the_configured_angle(tmp_path):
+    cfg = prv2.E2EConfig(preset="smoke", out_root=str(tmp_path), rotate=1.0).resolved()
+    assert prv2.training_set(cfg).transform.rotate == 1.0
+    assert prv2.training_set(dataclasses.replace(cfg, rotate=0.0)).transform.rotate == 0.0
+    assert PRV2TrainingSet([], (28, 42), (56, 56), augment=False, rotate=1.0).transform.rotate == 0.0
+
+
+def test_paper_dsd_teacher_is_pr_v1_and_student_starts_from_real_coarse_and_np():
+    dsd = prv2.FinetuneRealConfig(**PAPER, teacher_model=prv2.DERIVE, np_model=prv2.DERIVE)
+    teacher = prv2.teacher_config(dsd.resolved()).resolved()
+    assert (teacher.refiner_encoder, teacher.train_coarse, teacher.np_load, teacher.domain) == (
+        prv2.PR_V1, False, "none", "synthetic")
+    real = prv2.real_config(dsd).resolved()
+    assert real.init == "" and real.domain == "real" and real.epochs == 24 and real.refiner_encoder == "M"
+    assert prv2.pretrain_config(real).resolved().domain == "synthetic"  # NP weights from the synthetic set
+    assert prv2.coarse_config(real).resolved().domain == "real"  # the real-domain coarse model
+    given = prv2.FinetuneRealConfig(**PAPER, teacher_model="t.pt", np_model="np.pt").resolved()
+    assert prv2.teacher_path(given) == Path("t.pt") and prv2.real_config(given).np_model == "np.pt"
+    with pytest.raises(ValueError, match="real_epochs"):
+        prv2.FinetuneRealConfig(**PAPER, teacher_model="t.pt", np_model="np.pt", real_epochs=0).resolved()
+    # the miniature keeps its (cheaper) pipeline: PRV2 teacher, real-domain model continued from it
+    mini = prv2.FinetuneRealConfig(preset="mini").resolved()
+    assert (mini.teacher, mini.student_init) == ("prv2", "teacher")
+    assert prv2.teacher_config(mini).resolved().refiner_encoder == "mini"
+
+
+@pytest.mark.parametrize("cls, fields, missing", [
+    (prv2.CoarseConfig, {"coarse_init": ""}, "coarse_init"),
+    (prv2.E2EConfig, {"coarse_init": ""}, "coarse_init"),
+    (prv2.FinetuneRealConfig, {"np_model": "np.pt"}, "teacher_model"),
+    (prv2.FinetuneRealConfig, {"teacher_model": "t.pt"}, "np_model"),
+])
+def test_paper_preset_refuses_missing_initialisation(tmp_path, monkeypatch, cls, fields, missing):
+    import depth_anything_nb.stages as stages
+
+    def no_work(*a, **k):
+        raise RuntimeError("the stage started working")
+    monkeypatch.setattr(stages, "run_lock", no_work)
+    cfg = cls(**{**PAPER, **fields, "out_root": str(tmp_path)})
+    with pytest.raises(ValueError, match=rf"preset='paper'\): set {missing} "):
+        cfg.run()
+    assert not any(tmp_path.iterdir())
+    opt_out = prv2.RANDOM_INIT if missing == "coarse_init" else prv2.DERIVE
+    dataclasses.replace(cfg, **{missing: opt_out}).resolved()  # the explicit opt-out

@@ -231,3 +231,36 @@ def test_evaluate_on_benchmarks_in_their_real_layouts(tmp_path, teacher):
     hm = metric["eval"]["model"]["hypersim_metric"]
     assert metric["max_depth"] == 20.0 and hm["protocol"] == "dav2_hypersim" and hm["n_images"] == 1
     assert {"abs_rel", "d1", "rmse", "silog"} <= set(hm)
+
+
+# ---------------------------------------------------------------- the paper preset names what it needs
+@pytest.mark.parametrize("stage, fields, missing", [
+    ("train_teacher", {}, "labeled"),
+    ("train_teacher", {"labeled": {"hypersim": {"root": "/data/hypersim"}}}, "init_encoder"),
+    ("pseudo_label", {}, "unlabeled"),
+    ("train_student", {"init_encoder": "dinov2_vits14.pth"}, "unlabeled"),
+    ("train_student", {"unlabeled": "/data/sa1b"}, "init_encoder"),
+    ("finetune_metric", {}, "labeled"),
+])
+def test_paper_preset_refuses_procedural_data_and_random_weights(tmp_path, monkeypatch, stage, fields, missing):
+    import depth_anything_nb.stages as stages
+
+    def no_work(*a, **k):
+        raise RuntimeError("the stage started working")
+    monkeypatch.setattr(stages, "run_lock", no_work)  # a stage that got past its config would lock its run first
+    cls, run = STAGES[stage]
+    with pytest.raises(ValueError, match=rf"preset='paper'\): set {missing} "):
+        run(cls(preset="paper", out_root=str(tmp_path), **fields))
+    assert not any(tmp_path.iterdir())  # refused before any run folder, render cache or download
+    cls(preset="mini", **fields).resolved()  # the miniature keeps its substitutes
+
+
+def test_paper_preset_opt_outs_are_explicit_and_honoured():
+    from depth_anything_nb.stages import PROCEDURAL, RANDOM_INIT, new_model, unlabeled_source
+    TeacherConfig(preset="paper", labeled={PROCEDURAL: {}}, init_encoder=RANDOM_INIT).resolved()
+    StudentConfig(preset="paper", unlabeled=PROCEDURAL, init_encoder=RANDOM_INIT).resolved()
+    PseudoLabelConfig(preset="paper", unlabeled=PROCEDURAL).resolved()
+    a, b = new_model("mini-b", init_encoder=RANDOM_INIT, seed=3), new_model("mini-b", seed=3)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    src = unlabeled_source(PROCEDURAL, num_images=2, size=28, seed=0)
+    assert len(src) == 2 and type(src).__name__ == "ProceduralDepthDataset"

@@ -122,12 +122,13 @@ class PRV2TrainingSet(torch.utils.data.Dataset):
         patch_raw_shape: tuple[int, int],  # (h, w) of the random patch at full resolution
         process_shape: tuple[int, int] = (448, 448),  # coarse and patch processing size (DAv2: 448×448)
         augment: bool = True,  # colour jitter and horizontal flips (the official U4K augmentation)
+        rotate: float = 0.0,  # with `augment`: random rotation by up to ±`rotate`° (official `degree=1.0` on every dataset)
         pseudo_labels: str | Path | None = None,  # folder of offline pseudo labels (`write_offline_pseudo_labels`)
         multiple: int = 14,  # processing size rounded to this multiple (DAv2's ViT patch)
     ):
         self.dataset, self.pseudo_labels = dataset, None if pseudo_labels is None else Path(pseudo_labels)
         self.transform = PatchTransform(tuple(patch_raw_shape), tuple(process_shape), hflip=0.5 if augment else 0.0,
-                                        color=augment, multiple=multiple)
+                                        color=augment, rotate=rotate if augment else 0.0, multiple=multiple)
 
     def __len__(self):
         return len(self.dataset)

@@ -237,6 +237,7 @@ def tiled_inference(
     seed: int = 0,  # random patches of rN
     official_random: bool = False,  # rN: reproduce the official one-x-start-per-batch sampling
     output_shape: tuple[int, int] | None = None,  # default: the input image size
+    output_resize: str = "bilinear",  # canvas → output: 'bilinear' (align_corners=False, official eval) | 'nearest'
     progress: bool = False,  # tqdm bar over patches
 ) -> torch.Tensor:  # (H, W) float32 depth
     "Consistency-aware tiled inference (PatchFusion/PRV2 modes m1, m2, rN) with any refiner callable."
@@ -244,6 +245,8 @@ def tiled_inference(
         image = image[None]
     if image.dim() != 4 or image.shape[:2] != (1, 3):
         raise ValueError(f"image must be (3,H,W) or (1,3,H,W), got {tuple(image.shape)}")
+    if output_resize not in ("bilinear", "nearest"):
+        raise ValueError(f"output_resize must be 'bilinear' or 'nearest', got {output_resize!r}")
     if process_num < 1:
         raise ValueError(f"process_num must be >= 1, got {process_num}")
     regular, n_random = parse_mode(cai_mode)
@@ -281,5 +284,6 @@ def tiled_inference(
     depth = canvas.average() if (len(grids) > 1 or n_random) else canvas.base
     out_shape = tuple(output_shape or in_shape)
     if tuple(depth.shape) != out_shape:
-        depth = F.interpolate(depth[None, None], size=out_shape, mode="nearest")[0, 0]
+        kw = dict(mode="bilinear", align_corners=False) if output_resize == "bilinear" else dict(mode="nearest")
+        depth = F.interpolate(depth[None, None], size=out_shape, **kw)[0, 0]
     return depth.float()

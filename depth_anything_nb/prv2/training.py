@@ -30,39 +30,39 @@ from .data import (HELDOUT_SEED, PRV2TrainingSet, RealDomainGT, RealGT, highres_
                                          write_offline_pseudo_labels)
 from .model import DAv2Coarse, PatchRefiner, PRV1Refiner
 from .refiner import PRV2Refiner, RefinerConfig
-from ..stages import (PRESETS, RUNTIME_FIELDS, StageConfig, _atomic_json, cache_dir,
-                                     config_from_params, finished_run, loss_figure, project_root, run_lock, runs_root,
-                                     save_figure)
+from ..stages import (PRESETS, RANDOM_INIT, RUNTIME_FIELDS, StageConfig, _atomic_json, cache_dir,
+                                     config_from_params, finished_run, loss_figure, project_root, require_for_paper,
+                                     run_lock, runs_root, save_figure)
 from ..training import Trainer, TrainConfig, atomic_save, read_state_dict
 
 # %% auto #0
-__all__ = ['PRESET_VALUES', 'PR_V1', 'PSEUDO_LABEL_LOSSES', 'BOUNDARY_KEYS', 'REPORT_KEYS', 'LOWER_IS_BETTER', 'STAGES',
-           'STAGE_ALIASES', 'PRV2Config', 'TrainFields', 'CoarseConfig', 'PretrainConfig', 'E2EConfig',
-           'FinetuneRealConfig', 'EvaluateConfig', 'coarse_config', 'pretrain_config', 'teacher_config', 'real_config',
-           'training_scenes', 'heldout_scenes', 'training_set', 'prerender', 'coarse_arch', 'refiner_config',
-           'build_coarse', 'build_model', 'save_model', 'load_model', 'NoisyPretraining', 'WholeImageLoss', 'PatchLoss',
-           'pseudo_label_loss', 'DSDPatchLoss', 'procedural_protocol', 'eval_protocol', 'image_tensor',
-           'coarse_predictor', 'refined_predictor', 'noisy_pretraining_predictor', 'patchrefiner_predictors',
-           'predictors_for', 'gt_boundaries', 'evaluate_predictors', 'metrics_table', 'run_stage', 'train_config',
-           'scale_weight_decay', 'report', 'train_coarse', 'noisy_pretrain', 'patchrefiner_arch', 'compare',
-           'train_e2e', 'boundary_figure', 'finetune_real', 'evaluate', 'main', 'PRESETS', 'RUNTIME_FIELDS',
-           'project_root', 'runs_root', 'cache_dir', 'run_lock', 'finished_run', 'config_from_params', 'loss_figure',
-           'save_figure']
+__all__ = ['PRESET_VALUES', 'PAPER_REFINER_VALUES', 'PR_V1', 'DERIVE', 'PSEUDO_LABEL_LOSSES', 'BOUNDARY_KEYS', 'REPORT_KEYS',
+           'LOWER_IS_BETTER', 'STAGES', 'STAGE_ALIASES', 'PRV2Config', 'TrainFields', 'CoarseConfig', 'PretrainConfig',
+           'E2EConfig', 'FinetuneRealConfig', 'EvaluateConfig', 'coarse_config', 'pretrain_config', 'teacher_config',
+           'teacher_path', 'real_config', 'training_scenes', 'heldout_scenes', 'training_set', 'prerender',
+           'coarse_arch', 'refiner_config', 'build_coarse', 'build_model', 'save_model', 'load_model',
+           'NoisyPretraining', 'WholeImageLoss', 'PatchLoss', 'pseudo_label_loss', 'DSDPatchLoss',
+           'procedural_protocol', 'eval_protocol', 'image_tensor', 'coarse_predictor', 'refined_predictor',
+           'pseudo_label_predictor', 'noisy_pretraining_predictor', 'patchrefiner_predictors', 'predictors_for',
+           'gt_boundaries', 'evaluate_predictors', 'metrics_table', 'run_stage', 'train_config', 'scale_weight_decay',
+           'report', 'train_coarse', 'noisy_pretrain', 'patchrefiner_arch', 'e2e_lr_mult', 'compare', 'train_e2e',
+           'boundary_figure', 'finetune_real', 'evaluate', 'main', 'PRESETS', 'RUNTIME_FIELDS', 'project_root',
+           'runs_root', 'cache_dir', 'run_lock', 'finished_run', 'config_from_params', 'loss_figure', 'save_figure']
 
 # %% ../../nbs/44_prv2_training.ipynb #eecf55ee
 _WORLD = {
     "smoke": dict(image_shape=[112, 168], num_scenes=8, eval_scenes=2, coarse_encoder="mini-t", max_depth=80.0,
                   process_shape=[56, 56], patch_split_num=[2, 2], refiner_encoder="mini", variant="full",
                   real_gt=dict(factor=4, noise=0.02, holes=0.1), cai_mode="m1", process_num=4, amp="none",
-                  pretrained_encoder=False, checkpoint_every=2, log_every=1),
+                  pretrained_encoder=False, checkpoint_every=2, log_every=1, rotate=0.0),
     "mini": dict(image_shape=[336, 504], num_scenes=600, eval_scenes=12, coarse_encoder="mini-t", max_depth=80.0,
                  process_shape=[84, 84], patch_split_num=[4, 4], refiner_encoder="mini", variant="full",
                  real_gt=dict(factor=4, noise=0.02, holes=0.1), cai_mode="m1", process_num=4, amp="none",
-                 pretrained_encoder=False, checkpoint_every=100, log_every=10),
+                 pretrained_encoder=False, checkpoint_every=100, log_every=10, rotate=0.0),
     "paper": dict(image_shape=[2160, 3840], num_scenes=0, eval_scenes=0, coarse_encoder="vitl", max_depth=80.0,
                   process_shape=[448, 448], patch_split_num=[4, 4], refiner_encoder="M", variant="full",
-                  real_gt=dict(factor=1, noise=0.0, holes=0.0), cai_mode="m1", process_num=4, amp="bf16",
-                  pretrained_encoder=True, checkpoint_every=2000, log_every=100),
+                  real_gt=dict(factor=1, noise=0.0, holes=0.0), cai_mode="m1", process_num=4, amp="none",
+                  pretrained_encoder=True, checkpoint_every=2000, log_every=100, rotate=1.0),
 }
 _ONECYCLE_NP = dict(weight_decay=1e-5, grad_clip=35.0, div_factor=2.0, final_div_factor=100.0, pct_start=0.3)
 
@@ -92,15 +92,28 @@ PRESET_VALUES: dict[str, dict[str, dict]] = {
     "prv2_finetune_real": {
         "smoke": {**_WORLD["smoke"], "steps": 2, "batch_size": 2, "lr": 1e-3, "weight_decay": 0.01, "grad_clip": 35.0,
                   "div_factor": 1.0, "final_div_factor": 100.0, "pct_start": 0.3, "encoder_lr_mult": 1.0,
-                  "coarse_lr_mult": 0.1, "dsd_weight": 1.0, "real_steps": 2},
+                  "coarse_lr_mult": 0.1, "dsd_weight": 1.0, "real_steps": 2, "teacher": "prv2", "student_init": "teacher"},
         "mini": {**_WORLD["mini"], "steps": 100, "batch_size": 8, "lr": 5e-4, "weight_decay": 0.01, "grad_clip": 35.0,
                  "div_factor": 1.0, "final_div_factor": 100.0, "pct_start": 0.3, "encoder_lr_mult": 1.0,
-                 "coarse_lr_mult": 0.1, "dsd_weight": 1.0, "real_steps": 150},
+                 "coarse_lr_mult": 0.1, "dsd_weight": 1.0, "real_steps": 150, "teacher": "prv2", "student_init": "teacher"},
         "paper": {**_WORLD["paper"], "epochs": 3, "batch_size": 16, "lr": 1.2e-4, "weight_decay": 0.01,
                   "grad_clip": 35.0, "div_factor": 1.0, "final_div_factor": 100.0, "pct_start": 0.3,
-                  "encoder_lr_mult": 0.1, "coarse_lr_mult": 0.1, "dsd_weight": 0.5, "real_steps": 0},
+                  "encoder_lr_mult": 0.1, "coarse_lr_mult": 1 / 30, "dsd_weight": 0.5, "real_epochs": 24,
+                  "teacher": "pr_v1", "student_init": "coarse_np"},
     },
     "prv2_evaluate": {p: dict(_WORLD[p]) for p in PRESETS},
+}
+
+# Paper-preset values that depend on the refiner (they come before the stage's preset values; a field given
+# explicitly wins over both). Official configs at zhyever/PatchRefinerV2 a81f726: E and C train with weight decay 0.01
+# and the coarse branch's decay ×1 (`patchrefinerv2_dav2/pretrain_{eff,convx}_m0s1.py`,
+# `plus_{eff,convx}_u4k_base_coarse_e2e_c2f_pretrain.py`), M with 1e-5 and ×1000 (`*mobile*`, the stage presets);
+# PR† (`patchrefiner_dav2/pr_u4k.py`): 24 epochs, weight decay 0.01, the ViT of its base-model copy at lr ×1/30.
+PAPER_REFINER_VALUES: dict[str, dict[str, dict]] = {
+    "prv2_pretrain": {"E": {"weight_decay": 0.01}, "C": {"weight_decay": 0.01}},
+    "prv2_e2e": {"E": {"weight_decay": 0.01, "coarse_decay_mult": 1.0},
+                 "C": {"weight_decay": 0.01, "coarse_decay_mult": 1.0},
+                 "pr_v1": {"epochs": 24, "weight_decay": 0.01, "encoder_lr_mult": 1 / 30, "coarse_decay_mult": 1.0}},
 }
 
 # %% ../../nbs/44_prv2_training.ipynb #a43e103d
@@ -109,7 +122,7 @@ class PRV2Config(StageConfig):
     "Fields every PRV2 stage shares (after `StageConfig`'s); `None` means: the preset's value."
 
     PRESET_VALUES: ClassVar[dict[str, dict[str, dict]]] = PRESET_VALUES
-    LATER_DEFAULTS: ClassVar[dict] = {"upstream_seed": None}
+    LATER_DEFAULTS: ClassVar[dict] = {"upstream_seed": None, "rotate": 0.0}
     # the seed of the runs this stage reads (coarse model, NP refiner, teacher); None: `seed`. A table varies only
     # this stage's seed with it (seed noise of one stage, the upstream runs shared)
     upstream_seed: int | None = None
@@ -123,7 +136,8 @@ class PRV2Config(StageConfig):
     real_gt: dict | None = None  # `RealGT` fields of the real domain
     # architecture and tiling
     coarse_encoder: str | None = None  # DAv2 encoder of the coarse branch (vitl; mini-t in the miniature)
-    coarse_init: str = ""  # metric DAv2 checkpoint the coarse model starts from (official: ..._metric_hypersim_vitl.pth)
+    coarse_init: str = ""  # metric DAv2 checkpoint the coarse model starts from (official: ..._metric_hypersim_vitl.pth);
+                           # "" → from scratch (smoke/mini); the paper preset requires a file, or "random"
     max_depth: float | None = None  # metric range of the coarse model and of every loss / metric
     process_shape: list | None = None  # coarse and patch processing size (DAv2: 448×448)
     patch_split_num: list | None = None  # [P_h, P_w]: each patch is image_shape / P
@@ -132,7 +146,8 @@ class PRV2Config(StageConfig):
     pretrained_encoder: bool | None = None  # timm ImageNet weights for the refiner encoder
     cai_mode: str | None = None  # tiled-inference mode of evaluations: m1 | m2 | rN
     process_num: int | None = None  # patches per refiner forward in tiled inference
-    amp: str | None = None  # "none" | "bf16" | "fp16"
+    amp: str | None = None  # "none" (fp32, official; paper) | "bf16" | "fp16"
+    rotate: float | None = None  # training augmentation: random rotation up to ±rotate° (official 1; mini 0)
     checkpoint_every: int | None = None
     log_every: int | None = None
 
@@ -143,6 +158,8 @@ class PRV2Config(StageConfig):
         if self.preset == "paper" and self.data is None:
             raise ValueError("the paper preset trains on real datasets: pass data=dict(reader='u4k', root=..., "
                              "split_file=...) (readers: u4k, cityscapes, scannetpp)")
+        require_for_paper(self, "coarse_init", "the metric DAv2 checkpoint the coarse model starts from, official "
+                          "depth_anything_v2_metric_hypersim_vitl.pth", RANDOM_INIT)
         H, W = self.image_shape
         ph, pw = self.patch_split_num
         if H % (2 * ph) or W % (2 * pw):
@@ -151,6 +168,14 @@ class PRV2Config(StageConfig):
     @property
     def patch_raw_shape(self) -> tuple[int, int]:
         return self.image_shape[0] // self.patch_split_num[0], self.image_shape[1] // self.patch_split_num[1]
+
+    def resolved(self):
+        "A copy with every `None` field set: under `paper` first from `PAPER_REFINER_VALUES`, then from the preset."
+        if self.preset == "paper":
+            enc = self.refiner_encoder or self.PRESET_VALUES[self.STAGE]["paper"].get("refiner_encoder")
+            extra = PAPER_REFINER_VALUES.get(self.STAGE, {}).get(enc, {})
+            self = dataclasses.replace(self, **{k: v for k, v in extra.items() if getattr(self, k, 0) is None})
+        return super().resolved()
 
     def derive(self, cls, **overrides):
         "The config of a run this stage reads (stage `cls`): this one's preset, run-time, data and architecture fields."
@@ -202,6 +227,11 @@ class PretrainConfig(PRV2Config, TrainFields):
 
 
 PR_V1 = "pr_v1"  # refiner_encoder of the PatchRefiner V1 baseline: a copy of the trained coarse model + F2C
+DERIVE = "derive"  # teacher_model / np_model: train it from this config (on its `data`), chosen explicitly
+
+
+def _given(path: str) -> bool:
+    return bool(path) and path != DERIVE
 
 
 @dataclass
@@ -215,6 +245,11 @@ class E2EConfig(PRV2Config, TrainFields):
     coarse_lr_mult: float | None = None  # coarse branch lr × (official DAv2: 1/30; ZoeDepth: 0.1)
     coarse_decay_mult: float | None = None  # coarse branch weight decay × (official 1000)
     init: str = ""  # a PatchRefiner model.pt to start from instead of coarse + NP (real-domain training)
+    np_model: str = ""  # a noisy-pretrained refiner model.pt to load instead of this config's prv2_pretrain run
+    np_domain: str = ""  # the domain of the prv2_pretrain run it loads ("": its own; the official real-domain
+                         # DAv2 models load the UnrealStereo4K NP weights, e.g. `plus_eff_kitti_*.py`)
+
+    LATER_DEFAULTS: ClassVar[dict] = {**PRV2Config.LATER_DEFAULTS, "np_model": "", "np_domain": ""}
 
     def _check(self):
         super()._check()
@@ -226,7 +261,7 @@ class E2EConfig(PRV2Config, TrainFields):
         if self.init:
             return
         coarse_config(self).run()
-        if self.np_load != "none":
+        if self.np_load != "none" and not self.np_model:
             pretrain_config(self).run()
 
 
@@ -237,16 +272,47 @@ class FinetuneRealConfig(PRV2Config, TrainFields):
     STAGE: ClassVar[str] = "prv2_finetune_real"
     domain: str = "real"
     pseudo_label_loss: str = "ssigm"  # ssigm | ssi | gm | gmssi | ranking (Tables 3, 5)
-    dsd_weight: float | None = None  # λ (official: 0.5 Cityscapes, 1 KITTI / ScanNet++)
+    dsd_weight: float | None = None  # λ (official DAv2 base: 0.5, `semi_kitti.py`; ZoeDepth: 0.5 Cityscapes, 1 KITTI / ScanNet++)
     pseudo_labels: str = "online"  # "online": frozen teacher in the loop; "offline": its tiled predictions stored as PNGs
     encoder_lr_mult: float | None = None
     coarse_lr_mult: float | None = None
     real_steps: int | None = None  # steps of the real-domain training that precedes DSD (0: start from the teacher)
     teacher_steps: int | None = None  # steps of the synthetic end-to-end teacher (None: the preset's e2e schedule)
+    teacher: str | None = None  # "pr_v1": PR-V1 on the same base (official, paper); "prv2": the synthetic PRV2 model
+    teacher_model: str = ""  # the teacher's model.pt; "": the synthetic prv2_e2e run this config derives
+    student_init: str | None = None  # where the real-domain training starts: "coarse_np" (the real-domain coarse
+                                     # model + noisy-pretrained refiner; official, paper) | "teacher" (mini)
+    real_epochs: int | None = None  # epochs of the real-domain training (official 24; give it or real_steps)
+    np_model: str = ""  # "coarse_np": the noisy-pretrained refiner (official: the UnrealStereo4K one); "": derived
+
+    LATER_DEFAULTS: ClassVar[dict] = {**PRV2Config.LATER_DEFAULTS, "teacher": "prv2", "teacher_model": "",
+                                      "student_init": "teacher", "real_epochs": None, "np_model": ""}
+
+    @property
+    def real_stage(self) -> bool:
+        "Whether a real-domain training on the GT precedes DSD (the student's start and the 'FT' row)."
+        return bool(self.real_steps or self.real_epochs)
+
+    def _check(self):
+        super()._check()
+        if self.teacher not in ("pr_v1", "prv2"):
+            raise ValueError(f"teacher must be 'pr_v1' or 'prv2', got {self.teacher!r}")
+        if self.student_init not in ("coarse_np", "teacher"):
+            raise ValueError(f"student_init must be 'coarse_np' or 'teacher', got {self.student_init!r}")
+        if (self.teacher == "pr_v1" or self.student_init == "coarse_np") and not self.real_stage:
+            raise ValueError(f"teacher={self.teacher!r}, student_init={self.student_init!r}: the PRV2 student is "
+                             "trained on the real GT first; set real_epochs (official 24) or real_steps")
+        # derived, the synthetic runs would train on `data` (the real set): the paper's come from UnrealStereo4K
+        require_for_paper(self, "teacher_model", "the PR-V1 teacher trained on UnrealStereo4K: model.pt of prv2_train "
+                          "with refiner_encoder='pr_v1' and the u4k data", DERIVE)
+        if self.student_init == "coarse_np":
+            require_for_paper(self, "np_model", "the refiner noisy-pretrained on UnrealStereo4K: model.pt of "
+                              "prv2_pretrain with the u4k data", DERIVE)
 
     def upstream(self):
-        teacher_config(self).run()
-        if self.real_steps:
+        if not _given(self.teacher_model):
+            teacher_config(self).run()
+        if self.real_stage:
             real_config(self).run()
 
 
@@ -267,19 +333,31 @@ def coarse_config(cfg: PRV2Config) -> CoarseConfig:
 
 
 def pretrain_config(cfg: PRV2Config) -> PretrainConfig:
-    return cfg.derive(PretrainConfig)
+    return cfg.derive(PretrainConfig, **({"domain": cfg.np_domain} if getattr(cfg, "np_domain", "") else {}))
 
 
 def teacher_config(cfg: PRV2Config) -> E2EConfig:
-    "The synthetic end-to-end model: the DSD teacher (the paper uses a PR-V1 teacher on the same base)."
-    return cfg.derive(E2EConfig, domain="synthetic", steps=getattr(cfg, "teacher_steps", None))
+    "The synthetic end-to-end DSD teacher: PR-V1 on the same base (`teacher='pr_v1'`, the paper's) or the PRV2 model."
+    steps = getattr(cfg, "teacher_steps", None)
+    if getattr(cfg.resolved(), "teacher", "prv2") == "pr_v1":
+        return cfg.derive(E2EConfig, domain="synthetic", steps=steps, refiner_encoder=PR_V1, train_coarse=False,
+                          np_load="none")
+    return cfg.derive(E2EConfig, domain="synthetic", steps=steps)
+
+
+def teacher_path(cfg: FinetuneRealConfig) -> Path:
+    return Path(cfg.teacher_model) if _given(cfg.teacher_model) else teacher_config(cfg).resolved().run_dir() / "model.pt"
 
 
 def real_config(cfg: FinetuneRealConfig) -> E2EConfig:
-    "The teacher trained further on the real domain's GT (SILog only): the DSD starting point and the 'FT' baseline."
+    "The real-domain model trained on the GT (SILog only): the DSD starting point and the 'FT' baseline."
     cfg = cfg.resolved()
-    return cfg.derive(E2EConfig, domain="real", init=str(teacher_config(cfg).resolved().run_dir() / "model.pt"),
-                      steps=cfg.real_steps, encoder_lr_mult=cfg.encoder_lr_mult, coarse_lr_mult=cfg.coarse_lr_mult)
+    if cfg.student_init == "coarse_np":  # official: real-domain coarse model + the (synthetic) NP refiner, E2E schedule
+        return cfg.derive(E2EConfig, domain="real", steps=cfg.real_steps or None, epochs=cfg.real_epochs,
+                          np_model=cfg.np_model if _given(cfg.np_model) else "",
+                          np_domain="" if _given(cfg.np_model) else "synthetic")
+    return cfg.derive(E2EConfig, domain="real", init=str(teacher_path(cfg)), steps=cfg.real_steps,
+                      epochs=cfg.real_epochs, encoder_lr_mult=cfg.encoder_lr_mult, coarse_lr_mult=cfg.coarse_lr_mult)
 
 # %% ../../nbs/44_prv2_training.ipynb #a5e7712f
 def _reader(spec: dict, max_depth: float):
@@ -313,7 +391,7 @@ def heldout_scenes(cfg: PRV2Config, domain: str | None = None):
 
 
 def training_set(cfg: PRV2Config, domain: str | None = None, pseudo_labels: str | Path | None = None) -> PRV2TrainingSet:
-    return PRV2TrainingSet(training_scenes(cfg, domain), cfg.patch_raw_shape, cfg.process_shape,
+    return PRV2TrainingSet(training_scenes(cfg, domain), cfg.patch_raw_shape, cfg.process_shape, rotate=cfg.rotate,
                            pseudo_labels=pseudo_labels)
 
 
@@ -486,13 +564,19 @@ def coarse_predictor(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]
 
 
 def refined_predictor(model: PatchRefiner, cai_mode: str = "m1", patch_split_num=(4, 4), process_num: int = 4,
-                      image_raw_shape=None) -> Callable[[torch.Tensor], torch.Tensor]:
-    "image (1,3,H,W) → tiled-inference depth (H,W)."
+                      image_raw_shape=None, output_resize: str = "bilinear") -> Callable[[torch.Tensor], torch.Tensor]:
+    "image (1,3,H,W) → tiled-inference depth (H,W); the canvas brought to (H,W) as the official evaluation does."
     def predict(image):
         return model.infer(image.to(next(model.parameters()).device), cai_mode=cai_mode,
                            patch_split_num=tuple(patch_split_num), process_num=process_num,
-                           image_raw_shape=image_raw_shape)
+                           image_raw_shape=image_raw_shape, output_resize=output_resize)
     return predict
+
+
+def pseudo_label_predictor(teacher: PatchRefiner, cfg: PRV2Config) -> Callable[[torch.Tensor], torch.Tensor]:
+    "The teacher's offline pseudo label of an image: official `generate_pl` stores the canvas and the datasets"
+    " read it back `nearest`-resized to the image, so the canvas → image resize here is `nearest`."
+    return refined_predictor(teacher, cfg.cai_mode, cfg.patch_split_num, cfg.process_num, output_resize="nearest")
 
 
 def noisy_pretraining_predictor(refiner: PRV2Refiner, process_shape) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -624,7 +708,7 @@ def _coarse_body(cfg: CoarseConfig, run_dir: Path):
     model = build_coarse(coarse_arch(cfg))
     if cfg.init_depth:  # an initialisation choice for from-scratch training (a sigmoid × 80 m starts at 40 m)
         model.model.init_output_bias_(float(np.log(cfg.init_depth / (cfg.max_depth - cfg.init_depth))))
-    if cfg.coarse_init:  # official DAv2 keys; wrappers and prefixes handled, mismatches explained
+    if cfg.coarse_init and cfg.coarse_init != RANDOM_INIT:  # official DAv2 keys; wrappers, prefixes handled
         from depth_anything_nb.checkpoints import load_weights, read_state_dict as read_checkpoint
 
         load_weights(model.model, read_checkpoint(cfg.coarse_init)[0], source=cfg.coarse_init)
@@ -685,16 +769,24 @@ def _initial_patchrefiner(cfg: E2EConfig) -> PatchRefiner:
     if cfg.np_load == "none":
         refiner = PRV2Refiner(rcfg, pretrained=cfg.pretrained_encoder)
     elif cfg.np_load in ("all", "encoder"):
-        np_state = read_state_dict(pretrain_config(cfg).resolved().run_dir() / "model.pt")
+        np_path = Path(cfg.np_model) if cfg.np_model else pretrain_config(cfg).resolved().run_dir() / "model.pt"
+        np_state = read_state_dict(np_path)
         refiner = PRV2Refiner.from_noisy_pretraining(rcfg, np_state, encoder_only=cfg.np_load == "encoder")
     else:
         raise ValueError(f"np_load must be 'all', 'encoder' or 'none', got {cfg.np_load!r}")
     return PatchRefiner(coarse, refiner, train_coarse=cfg.train_coarse).train()
 
 
+def e2e_lr_mult(cfg: E2EConfig) -> dict[str, float]:
+    "Learning-rate multipliers by parameter-name prefix: the refiner's encoder — for PR† the ViT of its base-model copy"
+    " (official `refiner_fine_branch.pretrained`) — and the coarse branch (0: frozen)."
+    encoder = "refiner.fine_branch.model.pretrained." if cfg.refiner_encoder == PR_V1 else "refiner.encoder."
+    return {encoder: cfg.encoder_lr_mult, "coarse.": cfg.coarse_lr_mult if cfg.train_coarse else 0.0}
+
+
 def _e2e_body(cfg: E2EConfig, run_dir: Path):
     model = _initial_patchrefiner(cfg)
-    lr_mult = {"refiner.encoder.": cfg.encoder_lr_mult, "coarse.": cfg.coarse_lr_mult if cfg.train_coarse else 0.0}
+    lr_mult = e2e_lr_mult(cfg)
     trainer = _fit(model, PatchLoss(cfg.max_depth), training_set(cfg), cfg, run_dir, lr_mult,
                    {"coarse.": cfg.coarse_decay_mult})
     if trainer.dist.is_main:
@@ -762,18 +854,18 @@ def boundary_figure(model: PatchRefiner, samples: list[dict], cfg: PRV2Config, c
 
 # %% ../../nbs/44_prv2_training.ipynb #355560fd
 def _teacher(cfg: FinetuneRealConfig) -> PatchRefiner:
-    return load_model(teacher_config(cfg).resolved().run_dir() / "model.pt").requires_grad_(False).eval()
+    return load_model(teacher_path(cfg)).requires_grad_(False).eval()
 
 
 def _student_init(cfg: FinetuneRealConfig) -> Path:
-    return (real_config(cfg) if cfg.real_steps else teacher_config(cfg)).resolved().run_dir() / "model.pt"
+    return real_config(cfg).resolved().run_dir() / "model.pt" if cfg.real_stage else teacher_path(cfg)
 
 
 def _dsd_prepare(cfg: FinetuneRealConfig, run_dir: Path):
     prerender(cfg)
     if cfg.pseudo_labels == "offline":
         teacher = _teacher(cfg)
-        predict = refined_predictor(teacher, cfg.cai_mode, cfg.patch_split_num, cfg.process_num)
+        predict = pseudo_label_predictor(teacher, cfg)
         write_offline_pseudo_labels(predict, training_scenes(cfg), run_dir / "pseudo_labels", progress=cfg.progress)
     elif cfg.pseudo_labels != "online":
         raise ValueError(f"pseudo_labels must be 'online' or 'offline', got {cfg.pseudo_labels!r}")
@@ -792,7 +884,7 @@ def _dsd_body(cfg: FinetuneRealConfig, run_dir: Path):
 
 def _dsd_finish(cfg: FinetuneRealConfig, run_dir: Path) -> dict:
     models = {"teacher (zero-shot)": _teacher(cfg)}
-    if cfg.real_steps:
+    if cfg.real_stage:
         models["real GT only (FT)"] = load_model(_student_init(cfg))
     models["DSD"] = load_model(run_dir / "model.pt")
     predictors = {}
