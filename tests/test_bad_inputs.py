@@ -11,6 +11,7 @@ The model is a tiny `mini-t` DAv2 (random weights, saved once per module) at a 2
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -38,9 +39,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNNER = "import sys; from depth_anything_nb.cli import main; sys.exit(main(sys.argv[1:]))"
 REFINE_TINY = ["--coarse-encoder", "mini-t", "--refiner-encoder", "mini", "--process-shape", "56", "56",
                "--patch-split-num", "2", "2"]
-# importing torch maps ~3.5 GB of address space (CUDA libraries); 6 GB leaves ~2 GB for the run itself, while each
-# memory-bound case would need from 10 GB (a decoded 20000x20000 image in float64) to terabytes without its bound
-MEMORY_LIMIT = 6 << 30
+# importing torch maps gigabytes of address space (CUDA libraries: ~3.5 GB here), so the limit is that baseline,
+# measured on this machine, plus 2.5 GB for the run itself; each memory-bound case would need from 10 GB (a decoded
+# 20000x20000 image in float64) to terabytes without its bound
+RUN_HEADROOM = 5 << 29
 # the crash case injects a MemoryError into the writer of a real subprocess run
 _CRASHER = ("import sys, depth_anything_nb.cli as c\n"
             "def boom(*a, **k):\n    raise MemoryError('injected')\n"
@@ -242,7 +244,7 @@ def thin_image_network_input_is_capped(tmp, tiny):
         assert _warned(t / "out", "strip.png", "capped by --max-network-side 2072")
 
     return Case(["run", "--img-path", str(tmp / "in"), "--outdir", str(tmp / "out"), "--checkpoint",
-                 str(tiny["tiny"]), "--save-npy"], 0, [], outputs=["out/strip.png", "out/good.png"],
+                 str(tiny["tiny"]), "--save-npy", "--device", "cpu"], 0, [], outputs=["out/strip.png", "out/good.png"],
                 subprocess=True, memory_limit=True, check=check)
 
 
@@ -250,7 +252,7 @@ def thin_image_network_input_is_capped(tmp, tiny):
 def input_size_beyond_the_network_bound(tmp, tiny):
     png(tmp / "a.png")
     return Case(["run", "--img-path", str(tmp / "a.png"), "--outdir", str(tmp / "out"), "--checkpoint",
-                 str(tiny["tiny"]), "--input-size", "100000"], 2, ["--input-size 100000", "--max-network-side"],
+                 str(tiny["tiny"]), "--input-size", "100000", "--device", "cpu"], 2, ["--input-size 100000", "--max-network-side"],
                 subprocess=True, memory_limit=True)
 
 
@@ -261,7 +263,7 @@ def decompression_bomb_refused_by_its_header(tmp, tiny):
     png(tmp / "in" / "good.png")
     assert (tmp / "in" / "bomb.png").stat().st_size < 2_000_000
     return Case(["run", "--img-path", str(tmp / "in"), "--outdir", str(tmp / "out"), "--checkpoint",
-                 str(tiny["tiny"]), "--input-size", "28"], 1, ["bomb.png", "20000x20000", "100 Mpx"],
+                 str(tiny["tiny"]), "--input-size", "28", "--device", "cpu"], 1, ["bomb.png", "20000x20000", "100 Mpx"],
                 outputs=["out/good.png"], culprits=["bomb.png"], subprocess=True, memory_limit=True)
 
 
@@ -277,7 +279,7 @@ def max_pixels_option(tmp, tiny):
 def refine_huge_patch_split_refused_before_allocating(tmp, tiny):
     png(tmp / "a.png", 112, 112)
     return Case(["refine", "--img-path", str(tmp / "a.png"), "--outdir", str(tmp / "out"), *REFINE_TINY[:-3],
-                 "--patch-split-num", "1000", "1000"], 2, ["--patch-split-num 1000 1000", "canvas", "GB"],
+                 "--patch-split-num", "1000", "1000", "--device", "cpu"], 2, ["--patch-split-num 1000 1000", "canvas", "GB"],
                 subprocess=True, memory_limit=True, check=lambda t, o: not (t / "out").exists() or _fail("outdir made"))
 
 
@@ -712,8 +714,20 @@ def _wait_for(condition, process, timeout: float = 120) -> None:
         time.sleep(0.05)
 
 
-def _limit_memory():
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+@functools.lru_cache(maxsize=None)
+def _memory_limit() -> int:
+    "Address space of a process that imported the CLI (VmPeak), plus RUN_HEADROOM."
+    if not Path("/proc/self/status").is_file():
+        pytest.skip("no /proc/self/status to measure the address space on")
+    code = ("import depth_anything_nb.cli, re\n"
+            "print(re.search(r'VmPeak:\\s+(\\d+) kB', open('/proc/self/status').read())[1])")
+    baseline_kb = int(subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True,
+                                     check=True).stdout.split()[-1])
+    return baseline_kb * 1024 + RUN_HEADROOM
+
+
+def _limit_memory(limit: int):
+    return lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
@@ -740,7 +754,7 @@ def test_bad_input(name, tiny, tmp_path, capfd):
     if spec.subprocess:
         process = subprocess.Popen([sys.executable, "-c", spec.runner, *spec.argv], env=_env(), cwd=tmp,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                   preexec_fn=_limit_memory if spec.memory_limit else None)
+                                   preexec_fn=_limit_memory(_memory_limit()) if spec.memory_limit else None)
         try:
             if spec.during is not None:
                 spec.during(process, tmp)
