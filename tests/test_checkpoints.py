@@ -24,7 +24,10 @@ except ImportError:
     OfficialDAv2 = None
 
 needs_transformers = pytest.mark.skipif(transformers is None, reason="transformers not installed (test extra)")
-ATOL = 1e-5
+# ours vs the official or the transformers code: two float32 evaluation orders of a ViT + DPT differ by ~2·sqrt(K)·u per
+# layer (K ≤ 1536, u = 2^-24), a random walk over ~40 layers ≈ 3e-5 of the output scale (max |depth|, or max_depth for
+# metric heads) on any CPU; a wrong weight mapping moves it by orders of magnitude more.
+RTOL = 3e-5
 
 
 def _model(encoder="mini-s", max_depth=None, seed=0):
@@ -162,7 +165,7 @@ def test_file_written_by_official_code_loads_and_ours_loads_in_official(tmp_path
     assert ours.encoder == "vits"
     x = torch.randn(1, 3, 14, 28)
     with torch.inference_mode():
-        assert (ours(x) - official(x)).abs().max().item() <= ATOL
+        assert (ours(x) - official(x)).abs().max().item() <= RTOL * official(x).abs().max().item()
     save_checkpoint(ours, tmp_path / "ours.pth")
     official.load_state_dict(torch.load(tmp_path / "ours.pth", weights_only=True), strict=True)
 
@@ -213,14 +216,14 @@ def test_hf_model_matches_ours_at_518_and_differs_elsewhere_only_by_pos_embed(mo
         with torch.inference_mode():
             diffs[hw] = (hf(pixel_values=x).predicted_depth - model(x)).abs().max().item() / 20.0
     print(f"|transformers - ours| / max_depth: {diffs}")
-    assert diffs[(518, 518)] <= ATOL
+    assert diffs[(518, 518)] <= RTOL  # relative to max_depth
     assert diffs[(70, 98)] > 1e-4  # transformers resamples the position embedding to a size, without the offset
     import depth_anything_nb.encoder as encoder_module
 
     monkeypatch.setattr(encoder_module, "interpolate_pos_embed", _size_interpolation)
     with torch.inference_mode():
         x = torch.randn(1, 3, 70, 98, generator=torch.Generator().manual_seed(1))
-        assert (hf(pixel_values=x).predicted_depth - model(x)).abs().max().item() / 20.0 <= ATOL
+        assert (hf(pixel_values=x).predicted_depth - model(x)).abs().max().item() / 20.0 <= RTOL
 
 
 @needs_transformers
@@ -236,7 +239,8 @@ def test_hub_layout_directory_loads_in_transformers_and_here(tmp_path):
     assert ours.max_depth == 20.0
     x = torch.randn(1, 3, 126, 126)
     with torch.inference_mode():
-        assert (hf(pixel_values=x).predicted_depth - model(x)).abs().max().item() <= ATOL
+        ref = model(x)
+        assert (hf(pixel_values=x).predicted_depth - ref).abs().max().item() <= RTOL * ref.abs().max().item()
         assert torch.equal(ours(x), model(x))
 
 
@@ -250,8 +254,9 @@ def test_save_pretrained_directory_and_from_hf_model(tmp_path):
     x = torch.randn(1, 3, 126, 126)
     with torch.inference_mode():
         reference = hf(pixel_values=x).predicted_depth
-        assert (load_model(tmp_path)(x) - reference).abs().max().item() <= ATOL
-        assert (from_hf_model(hf)(x) - reference).abs().max().item() <= ATOL
+        scale = reference.abs().max().item()
+        assert (load_model(tmp_path)(x) - reference).abs().max().item() <= RTOL * scale
+        assert (from_hf_model(hf)(x) - reference).abs().max().item() <= RTOL * scale
 
 
 @needs_transformers
@@ -264,5 +269,6 @@ def test_swiglu_encoder_conversion_matches_transformers():
     hf = to_hf_model(model)
     x = torch.randn(1, 3, 70, 70)
     with torch.inference_mode():
-        assert (hf(pixel_values=x).predicted_depth - model(x)).abs().max().item() <= ATOL
+        ref = model(x)
+        assert (hf(pixel_values=x).predicted_depth - ref).abs().max().item() <= RTOL * ref.abs().max().item()
         assert torch.equal(from_hf_model(hf)(x), model(x))

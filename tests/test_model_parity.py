@@ -29,7 +29,12 @@ needs_oracle = pytest.mark.skipif(
     reason="official depth_anything_v2 not installed (pip install --no-deps jkp-depth-anything-v2==0.1.1); "
     "golden-value tests still run",
 )
-ATOL = 1e-5
+# Two float32 evaluations of ViT-S + DPT in different orders (ours vs official, another CPU's kernels, thread count)
+# differ by rounding: ~2·sqrt(K)·u per layer (K ≤ 1536, u = 2^-24) ≈ 5e-6, a random walk over ~40 layers ≈ 3e-5 of
+# the output scale. Measured ≤ 3e-6 of it with AVX-512, AVX2 and no-SIMD kernels at 1 and 2 threads; a wrong
+# formula (tanh GELU: 4e-4) still fails. Bit-level checks of the evaluation order are test_exact_mode_is_bit_identical.
+RTOL = 3e-5
+GOLDEN_ROUNDING = 5e-7  # the golden values are printed to 6 decimals
 MAX_DEPTH = 20.0
 VITS = dict(features=64, out_channels=[48, 96, 192, 384])
 # Sizes of the acceptance criterion: (batch, height, width).
@@ -85,12 +90,12 @@ def _official_outputs(b, h, w):
 @pytest.mark.parametrize("size,metric", [(s, False) for s in SIZES] + [(s, True) for s in METRIC_SIZES],
                          ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else ("metric" if v else "relative"))
 def test_forward_matches_official(size, metric):
-    "Relative: |Δ| ≤ 1e-5. Metric: |Δ| / max_depth ≤ 1e-5 (the tolerance is on the Sigmoid output)."
+    "|Δ| ≤ RTOL · max|official| (relative: depth ~2; metric: metres, max_depth 20)."
     ours, official = _ours_output(metric, *size), _official_outputs(*size)[metric]
     assert ours.shape == official.shape == size
-    diff = (ours - official).abs().max().item() / (MAX_DEPTH if metric else 1.0)
-    print(f"{'metric/max_depth' if metric else 'relative'} {size}: max abs diff {diff:.2e}")
-    assert diff <= ATOL
+    diff = (ours - official).abs().max().item() / official.abs().max().item()
+    print(f"{'metric' if metric else 'relative'} {size}: max |Δ| / max|official| {diff:.2e}")
+    assert diff <= RTOL
 
 
 @needs_oracle
@@ -124,7 +129,8 @@ def test_golden_values_relative(hw):
     h, w = hw
     y = _ours_output(False, 1, h, w)[0]
     got = [y.mean(), y.std(), y.max(), y[0, 0], y[h // 2, w // 2], y[-1, -1]]
-    np.testing.assert_allclose([float(v) for v in got], GOLDEN[hw], atol=ATOL)
+    # golden values come from another machine: rounding of the print + RTOL of the output scale (max)
+    np.testing.assert_allclose([float(v) for v in got], GOLDEN[hw], atol=GOLDEN_ROUNDING + RTOL * GOLDEN[hw][2])
 
 
 def test_golden_values_metric():
@@ -149,7 +155,7 @@ def _pattern_image(h, w):
 def test_infer_image_golden():
     d = _official_infer_reference(_ours(False), _pattern_image(480, 640))
     got = [d.mean(), d.std(ddof=1), d.max(), d[0, 0], d[240, 320]]
-    np.testing.assert_allclose(got, [0.489242, 0.494648, 2.750824, 0.934821, 0.892248], atol=ATOL)
+    np.testing.assert_allclose(got, [0.489242, 0.494648, 2.750824, 0.934821, 0.892248], atol=GOLDEN_ROUNDING + RTOL * 2.750824)
 
 
 @needs_oracle
@@ -161,7 +167,7 @@ def test_infer_image_steps_match_official(hw, input_size):
     official = _official().infer_image(img, input_size)
     ours = _official_infer_reference(_ours(False), img, input_size)
     assert ours.shape == official.shape == hw and ours.dtype == np.float32
-    assert np.abs(ours - official).max() <= ATOL
+    assert np.abs(ours - official).max() <= RTOL * np.abs(official).max()
 
 
 @needs_oracle
@@ -169,7 +175,7 @@ def test_model_infer_image_matches_official():
     pytest.importorskip("depth_anything_nb.inference", reason="depth_anything_nb.inference not written yet")
     img = _pattern_image(61, 47)
     ours, official = _ours(False).infer_image(img, 518), _official().infer_image(img, 518)
-    assert ours.shape == official.shape and np.abs(ours - official).max() <= ATOL
+    assert ours.shape == official.shape and np.abs(ours - official).max() <= RTOL * np.abs(official).max()
 
 
 def test_return_features_contract():
@@ -201,7 +207,7 @@ def test_return_features_match_official_intermediates():
             h.remove()
     for ours_name, off_name in zip(FEATURE_NAMES, ("layer4_rn", "refinenet4", "refinenet3", "refinenet2",
                                                    "refinenet1", "output_conv1")):
-        assert (maps[ours_name] - captured[off_name]).abs().max().item() <= ATOL, ours_name
+        assert (maps[ours_name] - captured[off_name]).abs().max().item() <= RTOL * captured[off_name].abs().max().item(), ours_name
 
 
 def test_input_size_errors():
@@ -266,11 +272,12 @@ def test_encoder_api_matches_official():
             a = ours.get_intermediate_layers(x, **kwargs)
             b = official.get_intermediate_layers(x, **kwargs)
             for p, q in zip(torch.utils._pytree.tree_leaves(a), torch.utils._pytree.tree_leaves(b)):
-                assert p.shape == q.shape and (p - q).abs().max().item() <= ATOL
+                assert p.shape == q.shape and (p - q).abs().max().item() <= RTOL * q.abs().max().item()
         masks = torch.rand(2, 6, generator=torch.Generator().manual_seed(0)) > 0.5
         a, b = ours.forward_features(x, masks), official.forward_features(x, masks)
-        assert (a["x_norm_patchtokens"] - b["x_norm_patchtokens"]).abs().max().item() <= ATOL
-        assert (ours(x) - official(x)).abs().max().item() <= ATOL
+        b_tok = b["x_norm_patchtokens"]
+        assert (a["x_norm_patchtokens"] - b_tok).abs().max().item() <= RTOL * b_tok.abs().max().item()
+        assert (ours(x) - official(x)).abs().max().item() <= RTOL * official(x).abs().max().item()
 
 
 def test_bf16_autocast_close_to_fp32():

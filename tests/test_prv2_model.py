@@ -135,7 +135,9 @@ def test_widened_stem_reproduces_the_rgb_output_with_zero_depth_weights(name):
         before = enc(x)
         enc.add_depth_input()
         after = enc(x, 7 * torch.rand(1, 1, 64, 64))  # any depth: its weights are zero
-    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(before, after))
+    # 3 vs 4 input channels may change the conv kernel's blocking: float32 rounding ~2·sqrt(K)·u per layer over the
+    # network's depth, ≤ 3e-5 of each map's scale (elementwise atol would judge near-zero elements by the map's noise)
+    assert all((a - b).abs().max() <= 3e-5 * b.abs().max() for a, b in zip(before, after))
     stem = next(m for m in enc.backbone.modules() if isinstance(m, nn.Conv2d))
     assert stem.in_channels == 4 and stem.weight.shape[1] == 4 and stem.weight[:, 3].abs().max() == 0
     with pytest.raises(RuntimeError):
