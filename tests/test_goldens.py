@@ -260,7 +260,6 @@ def test_tiled_inference_matches_official_regular_tile(prv2_tiling, mode):
     gu.compare_summary(got, g["modes"][mode], RTOL_TILE, mode)
 
 
-@pytest.mark.xfail(strict=True, reason="departure 1 of issue 12, fixed on branch prv2fid")
 def test_tiled_prediction_evaluated_like_official_compute_metrics(prv2_tiling):
     """m2 canvas brought to a GT of another size and scored: official = canvas → `compute_metrics` (bilinear,
     align_corners=False); ours = `tiled_inference(output_shape=GT)` → `evaluate_metric_depth` at the GT size."""
