@@ -10,10 +10,10 @@ import torch
 
 pytest.importorskip("ipywidgets")
 
-from depth_anything_nb.dpt import DepthAnythingV2, perturbed_state_dict
-from depth_anything_nb.explorer import (CLOUD_TAB, PROFILE_TAB, PRV2_RANDOM, RANDOM, RANDOM_NOTE, DepthResult, Explorer, ExplorerUI,
+from depth_anything_nb.models.dpt import DepthAnythingV2, perturbed_state_dict
+from depth_anything_nb.apps.explorer import (CLOUD_TAB, PROFILE_TAB, PRV2_RANDOM, RANDOM, RANDOM_NOTE, DepthResult, Explorer, ExplorerUI,
                                         LoadedModel, line_pixels, load_sample, metric_depth, point_cloud)
-from depth_anything_nb.inference import camera_intrinsics, infer_image, read_depth_png16, read_ply
+from depth_anything_nb.models.inference import camera_intrinsics, infer_image, read_depth_png16, read_ply
 
 SCENE = "procedural synthetic #0"  # 240×320, exact depth and intrinsics
 
@@ -367,7 +367,7 @@ def test_in_memory_model(ui):
 
 def test_prv2_pipeline_runs(tmp_path):
     "PRV2 stage runs (model.pt + model.json of prv2.training) are listed, loaded and refined; NP refiners are not."
-    training = pytest.importorskip("depth_anything_nb.prv2.training")  # the PRV2 training stages
+    training = pytest.importorskip("depth_anything_nb.pipelines.prv2_stages")  # the PRV2 training stages
     cfg = training.E2EConfig(preset="smoke").resolved()
     runs = tmp_path / "runs"
     torch.manual_seed(2)

@@ -1,4 +1,4 @@
-"""PRV2 training stages (`depth_anything_nb.prv2.training`, `prv2.data`): every stage at the smoke preset, the
+"""PRV2 training stages (`depth_anything_nb.pipelines.prv2_stages`, `prv2.data`): every stage at the smoke preset, the
 noisy-pretraining → end-to-end hand-off, online vs offline pseudo labels, the offline PNG round trip, DSD wiring."""
 
 import dataclasses
@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from depth_anything_nb.data.core import DatasetError
-from depth_anything_nb.losses import PatchRefinerPseudoLabelLoss, PatchRefinerSiLogLoss
-from depth_anything_nb.prv2 import training as prv2
-from depth_anything_nb.prv2.data import (PRV2TrainingSet, RealGT, degrade_depth, highres_scenes, pseudo_label_path,
+from depth_anything_nb.train.losses import PatchRefinerPseudoLabelLoss, PatchRefinerSiLogLoss
+from depth_anything_nb.pipelines import prv2_stages as prv2
+from depth_anything_nb.data.prv2 import (PRV2TrainingSet, RealGT, degrade_depth, highres_scenes, pseudo_label_path,
                                          read_pseudo_label, write_offline_pseudo_labels, write_pseudo_label)
-from depth_anything_nb.prv2.model import PatchRefiner
-from depth_anything_nb.prv2.tiling import TileConfig
+from depth_anything_nb.models.prv2_model import PatchRefiner
+from depth_anything_nb.models.prv2_tiling import TileConfig
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +57,9 @@ def test_evaluate_stage_and_cli_aliases(runs):
 
 
 def test_two_processes_run_a_stage(tmp_path):
-    "nproc=2: `run_stage` launches `torchrun -m depth_anything_nb.prv2.training`, whose 2 gloo ranks share the batch."
-    from depth_anything_nb.prv2.model import DAv2Coarse
-    from depth_anything_nb.training import read_log
+    "nproc=2: `run_stage` launches `torchrun -m depth_anything_nb.pipelines.prv2_stages`, whose 2 gloo ranks share the batch."
+    from depth_anything_nb.models.prv2_model import DAv2Coarse
+    from depth_anything_nb.train.trainer import read_log
 
     out = prv2.train_coarse(preset="smoke", run_name="two", nproc=2, threads=1, device="cpu", out_root=str(tmp_path),
                             progress=False)
@@ -270,7 +270,7 @@ def test_stage_notebook_parameters_are_the_config_fields(notebook, cls):
 
 def test_refiner_variants_share_one_coarse_run_and_pr_v1_baseline(runs):
     "Every refiner encoder/variant reads the same coarse run; `pr_v1` (Tables 1/2) trains the V1 refiner on it."
-    from depth_anything_nb.prv2.model import PRV1Refiner
+    from depth_anything_nb.models.prv2_model import PRV1Refiner
 
     root, _ = runs
     variants = [smoke(prv2.E2EConfig, root, refiner_encoder=e, variant=v, np_load="none")

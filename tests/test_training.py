@@ -1,7 +1,7 @@
 """The trainer's acceptance criteria (issue 5): DDP == single process, SIGKILL + resume is bit-exact, gradient
 accumulation == a bigger batch, schedules == closed forms, AMP on CPU, damaged checkpoints.
 
-Subprocess runs use the self-test task of `python -m depth_anything_nb.training` (a tiny MLP with dropout and a
+Subprocess runs use the self-test task of `python -m depth_anything_nb.train.trainer` (a tiny MLP with dropout and a
 noise augmentation); everything else runs in-process on tiny models."""
 import math
 import os
@@ -18,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from depth_anything_nb.distributed import ResumableSampler, config_from_argv, config_to_argv, launch_torchrun
-from depth_anything_nb.training import (CheckpointError, LRSchedule, NonFiniteLossError, StepScheduler, ToyTask,
+from depth_anything_nb.train.distributed import ResumableSampler, config_from_argv, config_to_argv, launch_torchrun
+from depth_anything_nb.train.trainer import (CheckpointError, LRSchedule, NonFiniteLossError, StepScheduler, ToyTask,
                                         TrainConfig, Trainer, list_checkpoints, load_pretrained, load_train_state,
                                         main, param_groups, read_log, toy_setup)
 
@@ -33,7 +33,7 @@ def _env():
 
 
 def _selftest_cmd(out_dir, *args):
-    return [sys.executable, "-m", "depth_anything_nb.training", "--out_dir", str(out_dir), "--progress", "false",
+    return [sys.executable, "-m", "depth_anything_nb.train.trainer", "--out_dir", str(out_dir), "--progress", "false",
             *map(str, args)]
 
 
@@ -271,7 +271,7 @@ def test_corrupt_checkpoint_is_named_and_auto_resume_falls_back(tmp_path):
     ckpts[-1].write_bytes(b"\x00garbage" * 100)
     ckpts[-2].write_bytes(b"")
     torch.save({"not": "a training checkpoint"}, ckpts[0])
-    with pytest.raises(CheckpointError, match="not a depth_anything_nb.training/1 training checkpoint"):
+    with pytest.raises(CheckpointError, match="not a depth_anything_nb.train.trainer/1 training checkpoint"):
         load_train_state(ckpts[0])
     with pytest.raises(CheckpointError, match="no readable checkpoint"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
