@@ -157,7 +157,7 @@ def sample_image_paths() -> list[Path]:
     try:
         import skimage.data
     except ImportError:
-        raise CLIError("--sample-images needs scikit-image (pip install scikit-image)") from None
+        raise CLIError("--sample-images needs scikit-image: pip install depth_anything_nb[app] (or scikit-image)") from None
     folder = Path(skimage.data.__file__).parent
     paths = [folder / name for name in SAMPLE_IMAGES]
     missing = [p.name for p in paths if not p.exists()]

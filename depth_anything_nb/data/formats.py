@@ -27,7 +27,7 @@ __all__ = ['SINTEL_TAG', 'ETH3D_SHAPE', 'MAT73_HEADER', 'U4K_SHAPE', 'DEPTH_EXTE
            'read_npy', 'write_npy', 'upsample_nearest', 'read_depth_file', 'atomic_path']
 
 # %% ../../nbs/22_formats.ipynb #3bc4d0d2
-_all_ = ["atomic_path"]  # the shared atomic writer (06_atomic_files), importable from here as before
+_all_ = ["atomic_path"]  # the shared atomic writer (00_core_files), importable from here as before
 
 
 def _read_bytes(path) -> bytes:
@@ -196,7 +196,7 @@ def _openexr():
     try:
         import OpenEXR
     except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("reading .exr needs the OpenEXR bindings: pip install openexr") from e
+        raise ImportError("reading .exr needs the OpenEXR bindings: pip install depth_anything_nb[train] (or openexr)") from e
     return OpenEXR
 
 

@@ -562,7 +562,7 @@ def metrics_table(results: dict[str, dict], keys=REPORT_KEYS) -> str:
 
 # %% ../../nbs/51_prv2_stages.ipynb #d12e2874
 _all_ = ["PRESETS", "RUNTIME_FIELDS", "project_root", "runs_root", "cache_dir", "run_lock", "finished_run",
-         "config_from_params", "loss_figure", "save_figure"]  # the stage machinery of 31_stages, exported from here too
+         "config_from_params", "loss_figure", "save_figure"]  # the stage machinery of 50_stages, exported from here too
 
 _CHILD_FLAG = "DEPTH_ANYTHING_NB_PRV2_RANK"  # set for the ranks of a torchrun that `run_stage` launched
 

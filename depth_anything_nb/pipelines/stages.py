@@ -219,7 +219,7 @@ class TrainingStageConfig(StageConfig):
     schedule: str | None = None  # "poly" | "cosine" | "constant" | "onecycle"
     warmup_steps: int | None = None
     amp: str | None = None  # "none" | "bf16" | "fp16"
-    output_bias: float | None = None  # init of the last conv bias (from-scratch training; see 01_dpt)
+    output_bias: float | None = None  # init of the last conv bias (from-scratch training; see 11_dpt)
     checkpoint_every: int | None = None  # optimiser steps between training checkpoints
     log_every: int | None = None
     eval_scenes: int | None = None  # held-out procedural scenes per style
