@@ -23,7 +23,7 @@ venv: $(STAMP)
 $(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q $(TORCH_PIN)
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[train,app,experiments,dev]"
 	# the official model code, used only as the parity oracle in tests (its deps are ours already)
 	$(BIN)/pip install -q --no-deps $(ORACLE_PIN)
 	rm -f $(VENV)/.installed-* && touch $@
