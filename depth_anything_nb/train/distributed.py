@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import subprocess
@@ -190,9 +191,10 @@ def config_from_argv(cls, argv: Sequence[str] | None = None, **overrides):
 def torchrun_command(module: str, args: Sequence[str] = (), nproc_per_node: int = 1, nnodes: int = 1, *,
                      rdzv_endpoint: str | None = None, rdzv_id: str = "depth_anything_nb",
                      python: str = sys.executable) -> list[str]:
-    "The `torchrun -m depth_anything_nb.<module> args…` command line, as a list."
-    if "." not in module:
-        module = f"{__package__ or 'depth_anything_nb'}.{module}"
+    "The `torchrun -m depth_anything_nb.<module> args…` command line (or `-m <module>` outside the package), as a list."
+    root = "depth_anything_nb"  # a name in the package ("stages", "train.trainer") is relative to it; others are kept
+    if not module.startswith(root + ".") and importlib.util.find_spec(f"{root}.{module.split('.')[0]}") is not None:
+        module = f"{root}.{module}"
     cmd = [python, "-m", "torch.distributed.run"]
     if nnodes == 1 and rdzv_endpoint is None:
         cmd += ["--standalone", "--nnodes", "1"]
