@@ -372,7 +372,7 @@ def test_prv2_pipeline_runs(tmp_path):
     runs = tmp_path / "runs"
     torch.manual_seed(2)
     model = training.build_model(training.patchrefiner_arch(cfg)).eval()
-    training.save_model(model, runs / "prv2_e2e" / "smoke-x", training.patchrefiner_arch(cfg))
+    training.save_model(model, runs / "prv2_train" / "smoke-x", training.patchrefiner_arch(cfg))
     coarse_arch = training.coarse_arch(cfg)
     training.save_model(training.build_model(coarse_arch), runs / "prv2_coarse" / "smoke-c", coarse_arch)
     (runs / "prv2_pretrain" / "smoke-n").mkdir(parents=True)  # a noisy-pretraining run: no image → depth model
@@ -381,7 +381,7 @@ def test_prv2_pipeline_runs(tmp_path):
 
     ui = ExplorerUI(Explorer(device="cpu"), sample=SCENE, runs_root=runs)
     labels = {k: v for k, v in ui.checkpoint.options}
-    name = f"pipeline-trained · prv2_e2e/smoke-x (PRV2 {cfg.coarse_encoder}, metric {cfg.max_depth:g} m)"
+    name = f"pipeline-trained · prv2_train/smoke-x (PRV2 {cfg.coarse_encoder}, metric {cfg.max_depth:g} m)"
     assert name in labels and not any("prv2_pretrain" in k for k in labels)
     assert any("prv2_coarse/smoke-c" in k for k in labels)
     ui.checkpoint.value = labels[name]

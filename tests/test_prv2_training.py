@@ -34,8 +34,8 @@ def smoke(cls, root, **kw):
 def test_e2e_produces_upstream_runs_and_reuses_them(runs):
     root, result = runs
     finished = sorted(p.parent.parent.name for p in root.glob("*/*/metrics.json"))
-    assert finished == ["prv2_coarse", "prv2_e2e", "prv2_pretrain"]
-    for stage in ("prv2_coarse", "prv2_pretrain", "prv2_e2e"):
+    assert finished == ["prv2_coarse", "prv2_pretrain", "prv2_train"]
+    for stage in ("prv2_coarse", "prv2_pretrain", "prv2_train"):
         (run,) = (root / stage).iterdir()
         assert (run / "model.pt").is_file() and (run / "model.json").is_file()
         assert json.loads((run / "config.json").read_text())["stage"] == stage
@@ -54,6 +54,21 @@ def test_evaluate_stage_and_cli_aliases(runs):
         assert np.isfinite(out["eval"]["refined"]["metrics"][key])
     with pytest.raises(SystemExit):
         prv2.main(["no-such-stage"])
+
+
+def test_prv2_train_stage_keeps_its_former_name(runs, tmp_path):
+    """The stage of nbs/prv2_train.ipynb is `prv2_train`; `prv2_e2e` (its former name) still runs it, and a finished
+    run under runs/prv2_e2e/ is found and reused rather than retrained."""
+    import shutil
+
+    root, result = runs
+    assert prv2.E2EConfig.STAGE == "prv2_train" and prv2.STAGE_ALIASES["prv2_e2e"] == "prv2_train"
+    old_root = tmp_path / "runs"
+    shutil.copytree(root, old_root)
+    shutil.move(old_root / "prv2_train", old_root / "prv2_e2e")
+    again = prv2.main(["prv2_e2e", "--preset", "smoke", "--out_root", str(old_root), "--progress", "false"])
+    assert Path(again["run_dir"]).parent == old_root / "prv2_e2e" and again["seconds"] == result["seconds"]
+    assert not (old_root / "prv2_train").exists()
 
 
 def test_two_processes_run_a_stage(tmp_path):
@@ -289,5 +304,5 @@ def test_teacher_steps(tmp_path):
     "`teacher_steps` picks the synthetic teacher run of a DSD configuration (None: the preset's schedule)."
     plain = prv2.teacher_config(smoke(prv2.FinetuneRealConfig, tmp_path)).resolved()
     short = prv2.teacher_config(smoke(prv2.FinetuneRealConfig, tmp_path, teacher_steps=1)).resolved()
-    assert plain.steps == prv2.PRESET_VALUES["prv2_e2e"]["smoke"]["steps"] and short.steps == 1
+    assert plain.steps == prv2.PRESET_VALUES["prv2_train"]["smoke"]["steps"] and short.steps == 1
     assert short.run_dir() == smoke(prv2.E2EConfig, tmp_path, steps=1).resolved().run_dir()

@@ -206,7 +206,7 @@ def load_checkpoint(path: str | os.PathLike, max_depth: float | None = None) -> 
     if info is not None and "kind" in info:  # a PRV2 stage run
         if info["kind"] == "np_refiner":
             raise ExplorerError(f"{path}: a noisy-pretraining refiner alone maps no image to depth; choose a "
-                                f"prv2_e2e or prv2_finetune_real run (or its prv2_coarse run)")
+                                f"prv2_train or prv2_finetune_real run (or its prv2_coarse run)")
         from depth_anything_nb.pipelines.prv2_stages import load_model as load_prv2_model
 
         model = load_prv2_model(path)

@@ -81,7 +81,7 @@ PRESET_VALUES: dict[str, dict[str, dict]] = {
         "paper": {**_WORLD["paper"], **_ONECYCLE_NP, "epochs": 96, "batch_size": 16, "lr": 1.2e-4,
                   "encoder_lr_mult": 0.1},
     },
-    "prv2_e2e": {
+    "prv2_train": {
         "smoke": {**_WORLD["smoke"], **_ONECYCLE_NP, "steps": 2, "batch_size": 2, "lr": 1e-3, "encoder_lr_mult": 1.0,
                   "coarse_lr_mult": 0.1, "coarse_decay_mult": 1.0},
         "mini": {**_WORLD["mini"], **_ONECYCLE_NP, "steps": 400, "batch_size": 8, "lr": 1e-3, "encoder_lr_mult": 1.0,
@@ -208,7 +208,8 @@ PR_V1 = "pr_v1"  # refiner_encoder of the PatchRefiner V1 baseline: a copy of th
 class E2EConfig(PRV2Config, TrainFields):
     "Stage c: coarse + refiner end-to-end on patches."
 
-    STAGE: ClassVar[str] = "prv2_e2e"
+    STAGE: ClassVar[str] = "prv2_train"  # the stage of nbs/prv2_train.ipynb
+    FORMER_STAGES: ClassVar[tuple[str, ...]] = ("prv2_e2e",)  # its name before: runs/prv2_e2e/<run> are reused
     np_load: str = "all"  # noisy-pretrained refiner weights: "all" (★), "encoder" (⑧) or "none" (④, ⑨)
     train_coarse: bool = True  # False: coarse frozen (Table 4 ①/②)
     encoder_lr_mult: float | None = None  # refiner encoder lr × (official 0.1)
@@ -720,7 +721,7 @@ def compare(after: dict, before: dict, keys=REPORT_KEYS) -> dict:
 
 
 def train_e2e(config: E2EConfig | None = None, **overrides) -> dict | None:
-    "Stage c: end-to-end training of coarse + refiner on patches; runs/prv2_e2e/<run>/."
+    "Stage c: end-to-end training of coarse + refiner on patches; runs/prv2_train/<run>/."
     cfg = dataclasses.replace(config or E2EConfig(), **overrides)
     return run_stage(cfg, _e2e_body, _e2e_finish, _prepare_scenes)
 
@@ -825,12 +826,12 @@ def evaluate(config: EvaluateConfig | None = None, **overrides) -> dict | None:
 STAGES: dict[str, tuple[type, Callable]] = {
     "prv2_coarse": (CoarseConfig, train_coarse),
     "prv2_pretrain": (PretrainConfig, noisy_pretrain),
-    "prv2_e2e": (E2EConfig, train_e2e),
+    "prv2_train": (E2EConfig, train_e2e),
     "prv2_finetune_real": (FinetuneRealConfig, finetune_real),
     "prv2_evaluate": (EvaluateConfig, evaluate),
 }
-STAGE_ALIASES = {"coarse": "prv2_coarse", "pretrain": "prv2_pretrain", "np": "prv2_pretrain", "e2e": "prv2_e2e",
-                 "train": "prv2_e2e", "finetune_real": "prv2_finetune_real", "dsd": "prv2_finetune_real",
+STAGE_ALIASES = {"coarse": "prv2_coarse", "pretrain": "prv2_pretrain", "np": "prv2_pretrain", "e2e": "prv2_train",
+                 "prv2_e2e": "prv2_train", "train": "prv2_train", "finetune_real": "prv2_finetune_real", "dsd": "prv2_finetune_real",
                  "evaluate": "prv2_evaluate"}
 
 

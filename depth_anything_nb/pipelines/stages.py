@@ -151,6 +151,8 @@ class StageConfig:
     # fields added after runs existed: left out of the identity while at these values, so older run folders keep
     # their names (and are reused)
     LATER_DEFAULTS: ClassVar[dict] = {}
+    # names this stage had before (a renamed stage): their run folders are still found and reused
+    FORMER_STAGES: ClassVar[tuple[str, ...]] = ()
     preset: str = "mini"  # "smoke" | "mini" | "paper"
     run_name: str = ""  # runs/<stage>/<run_name>/; "" → "<preset>-<hash of the configuration>"
     out_root: str = ""  # "" → <project>/runs (or $DEPTH_ANYTHING_RUNS)
@@ -186,7 +188,9 @@ class StageConfig:
 
     def run_dir(self) -> Path:
         name = self.run_name or f"{self.preset}-{self.digest()}"
-        return runs_root(self.out_root) / self.STAGE / name
+        root = runs_root(self.out_root)
+        former = [root / stage / name for stage in self.FORMER_STAGES if (root / stage / name).is_dir()]
+        return former[0] if former and not (root / self.STAGE / name).exists() else root / self.STAGE / name
 
     def upstream(self) -> None:
         "Produce the runs this stage reads (called before training, outside torchrun)."
