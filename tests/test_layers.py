@@ -182,3 +182,47 @@ def test_blocker_blocks(tmp_path):
     result = subprocess.run([sys.executable, "-c", code, json.dumps(OPTIONAL), "x", str(tmp_path)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "ModuleNotFoundError" in result.stderr and "tabulate" in result.stderr
+
+
+SWEEP = textwrap.dedent("""
+    import importlib, json, pkgutil, sys
+    for name in json.loads(sys.argv[1]):
+        sys.modules[name] = None
+    import torch
+    failed = {}
+    for layer in json.loads(sys.argv[2]):
+        pkg = importlib.import_module(f"depth_anything_nb.{layer}")
+        for info in pkgutil.iter_modules(pkg.__path__):
+            if info.name == "__main__":
+                continue
+            try:
+                importlib.import_module(f"depth_anything_nb.{layer}.{info.name}")
+            except Exception as e:
+                failed[f"{layer}.{info.name}"] = repr(e)
+    uses = {}
+    from depth_anything_nb.train.metrics import canny_edges
+    from depth_anything_nb.data import formats
+    from depth_anything_nb.apps.explorer import ExplorerUI
+    for key, use in [("canny", lambda: canny_edges(torch.zeros(8, 8))), ("h5py", lambda: formats.h5py.File("x.h5")),
+                     ("ipywidgets", lambda: ExplorerUI(sample=None))]:
+        try:
+            use()
+            uses[key] = "no error"
+        except ImportError as e:
+            uses[key] = str(e)
+    print(json.dumps({"failed": failed, "uses": uses}))
+""")
+
+
+def test_every_module_imports_without_optional_packages_and_names_the_extra_on_use():
+    """With every optional package unimportable, each module of each layer still imports; using a feature that
+    needs one raises an ImportError naming the extra (`core.extras.optional`)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", SWEEP, json.dumps(OPTIONAL), json.dumps(LAYERS)],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert not report["failed"], report["failed"]
+    assert "depth_anything_nb[train]" in report["uses"]["canny"], report["uses"]
+    assert "depth_anything_nb[train]" in report["uses"]["h5py"], report["uses"]
+    assert "depth_anything_nb[app]" in report["uses"]["ipywidgets"], report["uses"]

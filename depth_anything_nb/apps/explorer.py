@@ -706,7 +706,9 @@ class ExplorerUI:
         runs_root: str | os.PathLike | None = None,  # where to look for pipeline runs (None: the stages' default)
         max_points: int = 20_000,  # points in the 3D view
     ):
-        import ipywidgets as W
+        from depth_anything_nb.core.extras import optional
+
+        W = optional("ipywidgets", "app")  # not installed: the first use below names the extra
 
         self.W, self.explorer, self.runs_root = W, explorer or Explorer(), runs_root
         self.figures: dict[str, Figure] = {}  # the last figure of each view

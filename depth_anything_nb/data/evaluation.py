@@ -9,9 +9,9 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-import h5py
 import numpy as np
 
+from ..core.extras import optional
 from .core import DatasetError, DepthDataset, make_sample, read_list_file, read_pairs, resolve
 from .formats import (ETH3D_SHAPE, read_colmap_cameras, read_colmap_image_cameras,
                                             read_eth3d_depth, read_json, read_mat, read_npy, read_png16, read_rgb,
@@ -20,6 +20,10 @@ from .formats import (ETH3D_SHAPE, read_colmap_cameras, read_colmap_image_camera
 # %% auto #0
 __all__ = ['KITTI_FOCAL_BY_DATE', 'NYU_INTRINSICS', 'DIODE_INTRINSICS', 'DA2K_SCENES', 'kb_crop_box', 'read_kitti_calib',
            'KITTIDepth', 'NYUv2', 'Sintel', 'ETH3D', 'DIODE', 'DA2K']
+
+# %% ../../nbs/24_eval_sets.ipynb #0e39851a
+# optional packages (see 01_core_extras): their first use names the extra to install
+h5py = optional("h5py", "train")  # the NYU-D labelled .mat (v7.3)
 
 # %% ../../nbs/24_eval_sets.ipynb #4b78e0ce
 KITTI_FOCAL_BY_DATE = {"2011_09_26": 721.5377, "2011_09_28": 707.0493, "2011_09_29": 718.3351,

@@ -11,9 +11,9 @@ import struct
 from pathlib import Path
 
 import cv2
-import h5py
 import numpy as np
 
+from ..core.extras import optional
 from ..core.files import atomic_path, atomic_write_bytes
 from .core import DatasetError
 
@@ -25,6 +25,10 @@ __all__ = ['SINTEL_TAG', 'ETH3D_SHAPE', 'MAT73_HEADER', 'U4K_SHAPE', 'DEPTH_EXTE
            'read_json', 'read_cityscapes_camera', 'write_cityscapes_camera', 'read_u4k_extrinsics',
            'write_u4k_extrinsics', 'read_colmap_cameras', 'read_colmap_image_cameras', 'read_raw_bgr', 'write_raw_bgr',
            'read_npy', 'write_npy', 'upsample_nearest', 'read_depth_file', 'atomic_path']
+
+# %% ../../nbs/22_formats.ipynb #0eb8d106
+# optional packages (see 01_core_extras): their first use names the extra to install
+h5py = optional("h5py", "train")  # HDF5 and MATLAB v7.3 files
 
 # %% ../../nbs/22_formats.ipynb #3bc4d0d2
 _all_ = ["atomic_path"]  # the shared atomic writer (00_core_files), importable from here as before

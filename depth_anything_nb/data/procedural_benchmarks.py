@@ -12,8 +12,8 @@ import math
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
+from ..core.extras import optional
 from .formats import atomic_path, write_png16, write_rgb
 from .procedural import REAL, SYNTHETIC, ProceduralDepthDataset, WorldStyle
 
@@ -21,6 +21,10 @@ from .procedural import REAL, SYNTHETIC, ProceduralDepthDataset, WorldStyle
 __all__ = ['SCENARIOS', 'DA2K_NO_STANDIN', 'VKITTI2_MINIATURE', 'ZERO_SHOT_STANDINS', 'ZERO_SHOT_GAPS', 'ZERO_SHOT_BENCHMARKS',
            'ZERO_SHOT_METRICS', 'depth_edges', 'sample_pairs', 'write_procedural_da2k', 'write_procedural_vkitti2',
            'zero_shot_columns']
+
+# %% ../../nbs/28_procedural_benchmarks.ipynb #0e8d8805
+# optional packages (see 01_core_extras): their first use names the extra to install
+pd = optional("pandas", "train")
 
 # %% ../../nbs/28_procedural_benchmarks.ipynb #b5f776ea
 SCENARIOS: dict[str, WorldStyle] = {

@@ -21,8 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
-
+from ..core.extras import optional
 from ..core.files import atomic_path, atomic_write_json, atomic_write_text
 from ..pipelines.stages import project_root, runs_root
 
@@ -31,6 +30,10 @@ __all__ = ['STAGE_NOTEBOOKS', 'PRESETS', 'RESULT', 'ERROR', 'VERDICT_TAG', 'Cell
            'run_cell', 'flatten_numbers', 'run_grid', 'smoke_settings', 'seed_variants', 'seed_noise',
            'relative_margin', 'beyond_noise', 'side_by_side', 'write_table', 'table_notebooks', 'run_tables',
            'grid_status', 'table_verdicts', 'main']
+
+# %% ../../nbs/70_experiments.ipynb #0ea81989
+# optional packages (see 01_core_extras): their first use names the extra to install
+pd = optional("pandas", "experiments")
 
 # %% ../../nbs/70_experiments.ipynb #3411a416
 STAGE_NOTEBOOKS: dict[str, str] = {  # stage notebook in nbs/ → its configuration class ("module:Class")

@@ -9,8 +9,8 @@ import dataclasses
 import math
 
 import numpy as np
-import pandas as pd
 
+from ..core.extras import optional
 from ..data.procedural import ProceduralDepthDataset
 from . import Cell, beyond_noise, relative_margin, seed_noise, seed_variants, stage_run_dir
 from ..train.sharpness import boundary_sharpness
@@ -19,6 +19,10 @@ from ..pipelines.stages import HELDOUT_SEED, RUNTIME_FIELDS, StudentConfig, cach
 # %% auto #0
 __all__ = ['EVAL_SETS', 'PAPER_BENCHMARK', 'METRICS', 'scores', 'table_rows', 'paper_frame', 'same_schedule', 'heldout_scenes',
            'run_sharpness', 'better', 'direction', 'noise_floor']
+
+# %% ../../nbs/72_ablation_tables.ipynb #0e797d07
+# optional packages (see 01_core_extras): their first use names the extra to install
+pd = optional("pandas", "experiments")
 
 # %% ../../nbs/72_ablation_tables.ipynb #3e9a58df
 EVAL_SETS = {"real": "procedural-real", "synthetic": "procedural-synthetic", "motorcycle": "motorcycle"}

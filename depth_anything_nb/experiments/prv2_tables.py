@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
+from ..core.extras import optional
 from ..models.prv2_tiling import tiled_inference
 from . import beyond_noise, relative_margin
 from ..pipelines.prv2_stages import LOWER_IS_BETTER, load_model
@@ -21,6 +21,10 @@ from ..pipelines.prv2_stages import LOWER_IS_BETTER, load_model
 # %% auto #0
 __all__ = ['ABLATION_ROWS', 'ROW_KEYS', 'PAPER_ROWS', 'METRICS', 'ablation_parameters', 'eval_metrics', 'refiner_cost',
            'is_better', 'verdict', 'paper_order']
+
+# %% ../../nbs/73_prv2_tables.ipynb #0e832e2b
+# optional packages (see 01_core_extras): their first use names the extra to install
+pd = optional("pandas", "experiments")
 
 # %% ../../nbs/73_prv2_tables.ipynb #ba24b761
 ABLATION_ROWS: dict[str, dict] = {  # Table 4 row → prv2_train parameters

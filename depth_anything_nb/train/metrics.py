@@ -14,8 +14,8 @@ from typing import Callable, Mapping
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
-from skimage.feature import canny
+
+from ..core.extras import optional
 
 # %% auto #0
 __all__ = ['DEPTH_METRICS', 'KB_CROP_SIZE', 'METRIC_PROTOCOLS', 'RELATIVE_PROTOCOLS', 'DA2K_SCENES', 'CITYSCAPES_SKY',
@@ -25,6 +25,11 @@ __all__ = ['DEPTH_METRICS', 'KB_CROP_SIZE', 'METRIC_PROTOCOLS', 'RELATIVE_PROTOC
            'dilate', 'log_depth', 'canny_edges', 'segmentation_edges', 'boundary_gt_edges', 'boundary_metrics',
            'cityscapes_fill_invalid', 'cityscapes_valid_mask', 'image_edges', 'evaluate_prv2_cityscapes',
            'MetricAccumulator']
+
+# %% ../../nbs/41_metrics.ipynb #0e89266f
+# optional packages (see 01_core_extras): their first use names the extra to install
+ndimage = optional("scipy.ndimage", "train")  # boundary metrics: distance transforms
+canny = optional("skimage.feature", "train", "canny")  # boundary metrics: edges
 
 # %% ../../nbs/41_metrics.ipynb #17f02cd1
 def _as_map(x, name: str = "map") -> torch.Tensor:
