@@ -36,7 +36,7 @@ venv: $(STAMP)
 $(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q $(TORCH_PIN)
-	$(BIN)/pip install -q -e ".[dev,onnx,lab]"
+	$(BIN)/pip install -q -e ".[train,app,experiments,onnx,dev]"
 	# the official model code, used only as the parity oracle in tests (its deps are ours already); its console
 	# scripts (depth_anything_run, ...) import top-level modules the wheel lacks, so they are removed: nothing
 	# broken lands on the venv's PATH (tests/test_environment.py checks)

@@ -14,7 +14,8 @@ statuses = ["1 - Planning", "2 - Pre-Alpha", "3 - Alpha", "4 - Beta", "5 - Produ
 lic = licenses[cfg["license"]]
 
 requirements = cfg.get("requirements", "").split()
-dev_requirements = cfg.get("dev_requirements", "").split()
+extras = {key[: -len("_requirements")]: cfg[key].split() for key in cfg if key.endswith("_requirements")}
+extras["all"] = sorted({r for name, reqs in extras.items() if name != "dev" for r in reqs})
 console_scripts = [s for s in cfg.get("console_scripts", "").split() if s]
 readme = here / "README.md"
 
@@ -40,9 +41,7 @@ setuptools.setup(
     include_package_data=True,
     python_requires=">=" + cfg["min_python"],
     install_requires=requirements,
-    extras_require={"dev": dev_requirements,
-                    # optional features, each a `<name>_requirements` key of settings.ini
-                    **{k: cfg.get(f"{k}_requirements", "").split() for k in ("onnx", "lab")}},
+    extras_require=extras,
     entry_points={
         "console_scripts": console_scripts,
         "nbdev": [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"],

@@ -20,8 +20,8 @@ import time
 import torch
 
 from depth_anything_nb import DepthAnythingV2
-from depth_anything_nb.dpt import perturbed_state_dict
-from depth_anything_nb.encoder import encoder_config
+from depth_anything_nb.models.dpt import perturbed_state_dict
+from depth_anything_nb.models.encoder import encoder_config
 
 
 def _official(encoder, weights):

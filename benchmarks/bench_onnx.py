@@ -1,6 +1,6 @@
 """Speed of an exported ONNX model under onnxruntime against the same model in torch, side by side, on the CPU.
 
-The model (perturbed deterministic weights) is exported once with `depth_anything_nb.onnx_export.export_onnx`;
+The model (perturbed deterministic weights) is exported once with `depth_anything_nb.models.onnx_export.export_onnx`;
 then for every input size the two runtimes alternate (torch, onnxruntime, onnxruntime, torch, ...) in one
 process at the same thread count, and the medians of N timed calls are compared, so slow phases of a shared
 machine hit both. Prints the CPU, then per size: torch and onnxruntime times, their ratio, and the max abs
@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from depth_anything_nb import DepthAnythingV2
-from depth_anything_nb.dpt import perturbed_state_dict
-from depth_anything_nb.onnx_export import OnnxDepthModel, export_onnx
+from depth_anything_nb.models.dpt import perturbed_state_dict
+from depth_anything_nb.models.onnx_export import OnnxDepthModel, export_onnx
 
 
 def cpu_name() -> str:

@@ -25,9 +25,9 @@ from collections import defaultdict
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from depth_anything_nb.prv2.model import DAv2Coarse, PatchRefiner, PRV1Refiner
-from depth_anything_nb.prv2.refiner import PRV2Refiner, RefinerConfig, count_params
-from depth_anything_nb.prv2.tiling import TileConfig, grid_tiles
+from depth_anything_nb.models.prv2_model import DAv2Coarse, PatchRefiner, PRV1Refiner
+from depth_anything_nb.models.prv2_refiner import PRV2Refiner, RefinerConfig, count_params
+from depth_anything_nb.models.prv2_tiling import TileConfig, grid_tiles
 
 
 def settings(quick: bool) -> dict:

@@ -1,15 +1,15 @@
 """depth_anything_nb: literate Depth Anything V2 and PatchRefiner V2.
 
 The top-level names are loaded lazily (PEP 562) so that `import depth_anything_nb` stays cheap and a
-submodule is imported only when one of its names is first used. Submodules (`depth_anything_nb.losses`,
-`depth_anything_nb.metrics`, `depth_anything_nb.data`, ...) are imported as usual.
+submodule is imported only when one of its names is first used. Submodules (`depth_anything_nb.train.losses`,
+`depth_anything_nb.models`, `depth_anything_nb.data`, ...) are imported as usual.
 """
 __version__ = "0.1.0"
 
 import importlib as _importlib
 
 # Modules whose `__all__` forms the top-level API, searched in this order.
-_API_MODULES = ("dpt", "checkpoints", "inference", "preprocess")
+_API_MODULES = ("models.dpt", "models.checkpoints", "models.inference", "models.preprocess")
 
 
 def __getattr__(name: str):

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from depth_anything_nb import atomic
-from depth_anything_nb.atomic import (TEMP_TAG, atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text,
+from depth_anything_nb.core import files as atomic
+from depth_anything_nb.core.files import (TEMP_TAG, atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text,
                                       remove_stale_temps, stale_temps)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +39,7 @@ def _raw_writer(path):
 def _torch_save(path):  # training.atomic_save: tensors are written before the object that fails to pickle
     import torch
 
-    from depth_anything_nb.training import atomic_save
+    from depth_anything_nb.train.trainer import atomic_save
 
     atomic_save({"weights": torch.ones(1000), "bad": Unpicklable()}, path)
 
@@ -47,7 +47,7 @@ def _torch_save(path):  # training.atomic_save: tensors are written before the o
 def _save_checkpoint(path):
     import torch
 
-    from depth_anything_nb.checkpoints import save_checkpoint
+    from depth_anything_nb.models.checkpoints import save_checkpoint
 
     save_checkpoint({"weights": torch.ones(1000), "bad": Unpicklable()}, path)
 
@@ -132,7 +132,8 @@ def test_text_is_utf8_without_newline_translation_and_folders_are_created(tmp_pa
 
 def test_public_names_are_importable_from_their_old_modules():
     import depth_anything_nb
-    from depth_anything_nb import inference, training
+    from depth_anything_nb.models import inference
+    from depth_anything_nb.train import trainer as training
     from depth_anything_nb.data import formats
 
     assert inference.atomic_output is formats.atomic_path is atomic_path
@@ -156,7 +157,7 @@ SIZE = 4 << 20  # bytes per version
 CHILD = textwrap.dedent(
     """
     import sys
-    from depth_anything_nb.atomic import atomic_path
+    from depth_anything_nb.core.files import atomic_path
 
     path, size, announce = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     version = 1

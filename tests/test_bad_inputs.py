@@ -31,12 +31,12 @@ import pytest
 import torch
 
 from depth_anything_nb import DepthAnythingV2
-from depth_anything_nb.checkpoints import save_safetensors
-from depth_anything_nb.cli import main
-from depth_anything_nb.inference import read_depth_png16
+from depth_anything_nb.models.checkpoints import save_safetensors
+from depth_anything_nb.apps.cli import main
+from depth_anything_nb.models.inference import read_depth_png16
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNNER = "import sys; from depth_anything_nb.cli import main; sys.exit(main(sys.argv[1:]))"
+RUNNER = "import sys; from depth_anything_nb.apps.cli import main; sys.exit(main(sys.argv[1:]))"
 REFINE_TINY = ["--coarse-encoder", "mini-t", "--refiner-encoder", "mini", "--process-shape", "56", "56",
                "--patch-split-num", "2", "2"]
 # importing torch maps gigabytes of address space (CUDA libraries: ~3.5 GB here), so the limit is that baseline,
@@ -44,7 +44,7 @@ REFINE_TINY = ["--coarse-encoder", "mini-t", "--refiner-encoder", "mini", "--pro
 # 20000x20000 image in float64) to terabytes without its bound
 RUN_HEADROOM = 5 << 29
 # the crash case injects a MemoryError into the writer of a real subprocess run
-_CRASHER = ("import sys, depth_anything_nb.cli as c\n"
+_CRASHER = ("import sys, depth_anything_nb.apps.cli as c\n"
             "def boom(*a, **k):\n    raise MemoryError('injected')\n"
             "c.write_outputs = boom\nsys.exit(c.main(sys.argv[1:]))")
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -719,7 +719,7 @@ def _memory_limit() -> int:
     "Address space of a process that imported the CLI (VmPeak), plus RUN_HEADROOM."
     if not Path("/proc/self/status").is_file():
         pytest.skip("no /proc/self/status to measure the address space on")
-    code = ("import depth_anything_nb.cli, re\n"
+    code = ("import depth_anything_nb.apps.cli, re\n"
             "print(re.search(r'VmPeak:\\s+(\\d+) kB', open('/proc/self/status').read())[1])")
     baseline_kb = int(subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True,
                                      check=True).stdout.split()[-1])

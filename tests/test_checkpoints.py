@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from depth_anything_nb import DepthAnythingV2
-from depth_anything_nb.checkpoints import (CheckpointError, describe_state_dict, from_hf_model, from_hf_state_dict,
+from depth_anything_nb.models.checkpoints import (CheckpointError, describe_state_dict, from_hf_model, from_hf_state_dict,
                                            hf_config, infer_encoder, load_model, read_state_dict, save_checkpoint,
                                            save_safetensors, to_hf_model, to_hf_state_dict)
-from depth_anything_nb.dpt import perturbed_state_dict
-from depth_anything_nb.encoder import ENCODER_CONFIGS, RELEASED_ENCODERS, EncoderConfig, register_encoder
+from depth_anything_nb.models.dpt import perturbed_state_dict
+from depth_anything_nb.models.encoder import ENCODER_CONFIGS, RELEASED_ENCODERS, EncoderConfig, register_encoder
 
 try:
     import transformers
@@ -218,7 +218,7 @@ def test_hf_model_matches_ours_at_518_and_differs_elsewhere_only_by_pos_embed(mo
     print(f"|transformers - ours| / max_depth: {diffs}")
     assert diffs[(518, 518)] <= RTOL  # relative to max_depth
     assert diffs[(70, 98)] > 1e-4  # transformers resamples the position embedding to a size, without the offset
-    import depth_anything_nb.encoder as encoder_module
+    import depth_anything_nb.models.encoder as encoder_module
 
     monkeypatch.setattr(encoder_module, "interpolate_pos_embed", _size_interpolation)
     with torch.inference_mode():

@@ -1,4 +1,4 @@
-"""The `depth-anything` command line (depth_anything_nb.cli, nbs/05_cli.ipynb) on tiny generated files.
+"""The `depth-anything` command line (depth_anything_nb.apps.cli, nbs/60_cli.ipynb) on tiny generated files.
 
 Models are vits at a 28-px network input so that every run takes about a second on one CPU thread; random
 weights are fine here (the outputs' *content* is tested in test_inference.py, here their presence and format).
@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 
 from depth_anything_nb import DepthAnythingV2
-from depth_anything_nb.cli import SUBCOMMANDS, ColorRange, build_parser, collect_inputs, main, register_subcommand
-from depth_anything_nb.inference import read_depth_png16, read_ply
+from depth_anything_nb.apps.cli import SUBCOMMANDS, ColorRange, build_parser, collect_inputs, main, register_subcommand
+from depth_anything_nb.models.inference import read_depth_png16, read_ply
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--encoder", "vits", "--input-size", "28"]
@@ -114,7 +114,7 @@ def test_run_flat_depth_metric_pred_only(zoo, tmp_path):
 
 def test_checkpoint_metadata_and_metric_name_warning(zoo, tmp_path):
     "A .safetensors saved by this package knows its max_depth; an official metric .pth without --max-depth is flagged."
-    from depth_anything_nb.checkpoints import save_safetensors
+    from depth_anything_nb.models.checkpoints import save_safetensors
 
     src, _, _ = zoo
     model = DepthAnythingV2.from_config("vits", max_depth=80.0)
@@ -216,7 +216,7 @@ def test_usage_errors_exit_2(tmp_path, capsys, extra, message):
 
 
 def test_interrupt_writes_partial_summary(zoo, tmp_path, monkeypatch):
-    import depth_anything_nb.cli as cli
+    import depth_anything_nb.apps.cli as cli
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -251,7 +251,7 @@ def test_console_script_in_a_subprocess(zoo, tmp_path):
     "The real entry point, in its own process: exit code and summary on stdout."
     src, _, _ = zoo
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-c", "import sys; from depth_anything_nb.cli import main; sys.exit(main())",
+    cmd = [sys.executable, "-c", "import sys; from depth_anything_nb.apps.cli import main; sys.exit(main())",
            "run", "--img-path", str(src / "good.jpg"), str(src / "text.png"), "--outdir", str(tmp_path / "o"), *FAST]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 1, result.stderr
@@ -260,10 +260,10 @@ def test_console_script_in_a_subprocess(zoo, tmp_path):
 
 def test_console_script_declared():
     "settings.ini declares the console script; an installed package exposes it."
-    assert "depth-anything=depth_anything_nb.cli:main" in (ROOT / "settings.ini").read_text().replace(" ", "")
+    assert "depth-anything=depth_anything_nb.apps.cli:main" in (ROOT / "settings.ini").read_text().replace(" ", "")
     try:
         eps = [ep for ep in metadata.entry_points(group="console_scripts") if ep.name == "depth-anything"]
     except Exception:  # pragma: no cover - metadata backends differ
         eps = []
     if eps:
-        assert eps[0].value == "depth_anything_nb.cli:main"
+        assert eps[0].value == "depth_anything_nb.apps.cli:main"

@@ -10,10 +10,10 @@ import torch
 
 pytest.importorskip("ipywidgets")
 
-from depth_anything_nb.dpt import DepthAnythingV2, perturbed_state_dict
-from depth_anything_nb.explorer import (CLOUD_TAB, PROFILE_TAB, PRV2_RANDOM, RANDOM, RANDOM_NOTE, DepthResult, Explorer, ExplorerUI,
+from depth_anything_nb.models.dpt import DepthAnythingV2, perturbed_state_dict
+from depth_anything_nb.apps.explorer import (CLOUD_TAB, PROFILE_TAB, PRV2_RANDOM, RANDOM, RANDOM_NOTE, DepthResult, Explorer, ExplorerUI,
                                         LoadedModel, line_pixels, load_sample, metric_depth, point_cloud)
-from depth_anything_nb.inference import camera_intrinsics, infer_image, read_depth_png16, read_ply
+from depth_anything_nb.models.inference import camera_intrinsics, infer_image, read_depth_png16, read_ply
 
 SCENE = "procedural synthetic #0"  # 240×320, exact depth and intrinsics
 
@@ -367,12 +367,12 @@ def test_in_memory_model(ui):
 
 def test_prv2_pipeline_runs(tmp_path):
     "PRV2 stage runs (model.pt + model.json of prv2.training) are listed, loaded and refined; NP refiners are not."
-    training = pytest.importorskip("depth_anything_nb.prv2.training")  # the PRV2 training stages
+    training = pytest.importorskip("depth_anything_nb.pipelines.prv2_stages")  # the PRV2 training stages
     cfg = training.E2EConfig(preset="smoke").resolved()
     runs = tmp_path / "runs"
     torch.manual_seed(2)
     model = training.build_model(training.patchrefiner_arch(cfg)).eval()
-    training.save_model(model, runs / "prv2_e2e" / "smoke-x", training.patchrefiner_arch(cfg))
+    training.save_model(model, runs / "prv2_train" / "smoke-x", training.patchrefiner_arch(cfg))
     coarse_arch = training.coarse_arch(cfg)
     training.save_model(training.build_model(coarse_arch), runs / "prv2_coarse" / "smoke-c", coarse_arch)
     (runs / "prv2_pretrain" / "smoke-n").mkdir(parents=True)  # a noisy-pretraining run: no image → depth model
@@ -381,7 +381,7 @@ def test_prv2_pipeline_runs(tmp_path):
 
     ui = ExplorerUI(Explorer(device="cpu"), sample=SCENE, runs_root=runs)
     labels = {k: v for k, v in ui.checkpoint.options}
-    name = f"pipeline-trained · prv2_e2e/smoke-x (PRV2 {cfg.coarse_encoder}, metric {cfg.max_depth:g} m)"
+    name = f"pipeline-trained · prv2_train/smoke-x (PRV2 {cfg.coarse_encoder}, metric {cfg.max_depth:g} m)"
     assert name in labels and not any("prv2_pretrain" in k for k in labels)
     assert any("prv2_coarse/smoke-c" in k for k in labels)
     ui.checkpoint.value = labels[name]

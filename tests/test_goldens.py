@@ -22,13 +22,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "goldens"))
 import golden_utils as gu  # noqa: E402
 import regenerate as rg  # noqa: E402
 
-from depth_anything_nb.losses import (gradient_matching_loss, patchrefiner_pseudo_label_loss,  # noqa: E402
+from depth_anything_nb.train.losses import (gradient_matching_loss, patchrefiner_pseudo_label_loss,  # noqa: E402
                                       patchrefiner_silog_loss, ranking_edges, ranking_pair_loss, silog_loss)
-from depth_anything_nb.metrics import (MetricDepthProtocol, depth_discontinuities, depth_errors,  # noqa: E402
+from depth_anything_nb.train.metrics import (MetricDepthProtocol, depth_discontinuities, depth_errors,  # noqa: E402
                                        evaluate_metric_depth)
-from depth_anything_nb.prv2.model import CoarseOutput, convert_official_state_dict, roi_align_coarse  # noqa: E402
-from depth_anything_nb.prv2.refiner import ENCODERS, PRV2Refiner, RefinerConfig  # noqa: E402
-from depth_anything_nb.prv2.tiling import blend_mask, tiled_inference  # noqa: E402
+from depth_anything_nb.models.prv2_model import CoarseOutput, convert_official_state_dict, roi_align_coarse  # noqa: E402
+from depth_anything_nb.models.prv2_refiner import ENCODERS, PRV2Refiner, RefinerConfig  # noqa: E402
+from depth_anything_nb.models.prv2_tiling import blend_mask, tiled_inference  # noqa: E402
 
 # Losses and metrics: float64 reductions over N ≤ 2·40·52 = 4160 values give ≤ N·u ≈ 5e-13 relative error of a sum;
 # the worst conditioning in these quantities is the cancellation in Var(g) = E[g²] − E[g]² (SILog) and in the
@@ -216,8 +216,8 @@ def test_refiner_structure_matches_official_on_meta(prv2_model, encoder):
 # ------------------------------------------------------------------------------------------------ PRV2 coarse branch
 def test_dav2_coarse_branch_matches_official_temp_features():
     "Our `DAv2Coarse` = the official metric DepthAnythingV2 coarse branch: depth and the six maps PRV2 consumes."
-    from depth_anything_nb.dpt import DepthAnythingV2
-    from depth_anything_nb.prv2.model import DAv2Coarse
+    from depth_anything_nb.models.dpt import DepthAnythingV2
+    from depth_anything_nb.models.prv2_model import DAv2Coarse
 
     g = gu.load("prv2_coarse.json")
     model = DepthAnythingV2.from_config(g["encoder"], max_depth=g["max_depth"], features=g["features"],

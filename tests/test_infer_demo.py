@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from depth_anything_nb.cli import main, score_motorcycle
+from depth_anything_nb.apps.cli import main, score_motorcycle
 from depth_anything_nb.data.procedural import middlebury_motorcycle
 
 

@@ -1,4 +1,4 @@
-"""Inference API and output writers (depth_anything_nb.inference, nbs/04_inference.ipynb).
+"""Inference API and output writers (depth_anything_nb.models.inference, nbs/14_inference.ipynb).
 
 Parity: our `infer_image` against the official one (the PyPI oracle `jkp-depth-anything-v2`) on identical
 perturbed weights, and against the golden values of the reference notes (which need no oracle). Then batched
@@ -17,14 +17,14 @@ import torch
 from PIL import Image
 
 from depth_anything_nb import DepthAnythingV2
-from depth_anything_nb.dpt import perturbed_state_dict
-from depth_anything_nb.inference import (
+from depth_anything_nb.models.dpt import perturbed_state_dict
+from depth_anything_nb.models.inference import (
     ImageReadError, _jpeg_is_truncated, _png_is_truncated, atomic_output, camera_intrinsics, colorize,
     colormap_lut, decode_image, depth_to_points, infer_image, inverse_depth_to_depth, iter_predictions,
     normalize_depth, parse_amp_dtype, predict, read_depth_png16, read_image, read_ply, resize_depth,
     select_device, side_by_side, write_depth_png16, write_npy, write_ply,
 )
-from depth_anything_nb.preprocess import fit_size
+from depth_anything_nb.models.preprocess import fit_size
 
 try:
     from depth_anything_v2.dpt import DepthAnythingV2 as OfficialDepthAnythingV2
@@ -215,7 +215,7 @@ def test_pillow_fallback(tmp_path):
     Image.fromarray(rgb).save(tmp_path / "icon.ico", sizes=[(32, 32)])
     assert cv2.imread(str(tmp_path / "icon.ico")) is None
     assert np.array_equal(read_image(tmp_path / "icon.ico"), rgb[..., ::-1])
-    from depth_anything_nb.inference import _decode_with_pillow
+    from depth_anything_nb.models.inference import _decode_with_pillow
 
     buf = io.BytesIO()
     Image.fromarray((np.arange(1024).reshape(32, 32) * 60).astype(np.uint16)).save(buf, "PNG")

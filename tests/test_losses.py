@@ -1,4 +1,4 @@
-"""Losses (nbs/10_losses.ipynb) against independent references: the MiDaS gists' formulas, DAv2's SiLogLoss,
+"""Losses (nbs/40_losses.ipynb) against independent references: the MiDaS gists' formulas, DAv2's SiLogLoss,
 PRV2's SILogLoss / ScaleAndShiftInvariantLoss / EdgeguidedRankingLoss, written out here from their definitions
 with boolean indexing and per-image loops; invariances; hypothesis properties over shapes, masks and dtypes."""
 import math
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from depth_anything_nb import losses as L
+from depth_anything_nb.train import losses as L
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]

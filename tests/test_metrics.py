@@ -2,8 +2,8 @@
 
 The "official" helpers below restate, in plain torch/numpy, what the DAv2 `metric_depth` code (`eval_depth`, the
 evaluation loop of `train.py`) and the PatchRefiner(V2) code (`compute_metrics`, `compute_errors`,
-`soft_edge_error`, `compute_boundary_metrics`, the Cityscapes `get_metrics`) do, as documented in
-`shared/reference/`. They are written independently of `depth_anything_nb.metrics` (different primitives: np.roll
+`soft_edge_error`, `compute_boundary_metrics`, the Cityscapes `get_metrics`) do, as read in the official
+Depth-Anything-V2 and PatchRefinerV2 repositories. They are written independently of `depth_anything_nb.train.metrics` (different primitives: np.roll
 shifts, Gaussian-blur-then-threshold dilation, index arithmetic), so agreement is evidence, not tautology.
 """
 import json
@@ -19,7 +19,7 @@ from hypothesis import given, settings, strategies as st
 from scipy import ndimage
 from skimage.feature import canny
 
-from depth_anything_nb.metrics import (
+from depth_anything_nb.train.metrics import (
     DEPTH_METRICS, METRIC_PROTOCOLS, RELATIVE_PROTOCOLS, MetricAccumulator, RelativeProtocol, align_prediction,
     boundary_gt_edges, boundary_metrics, cityscapes_valid_mask, image_edges, depth_discontinuities, depth_errors, dilate,
     eval_crop_mask, evaluate_da2k, evaluate_metric_depth, evaluate_prv2_cityscapes, evaluate_relative,

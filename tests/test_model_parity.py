@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from depth_anything_nb import DepthAnythingV2
-from depth_anything_nb.dpt import FEATURE_NAMES, perturbed_state_dict
-from depth_anything_nb.encoder import RELEASED_ENCODERS, create_encoder, interpolate_pos_embed
-from depth_anything_nb.preprocess import prepare_image
+from depth_anything_nb.models.dpt import FEATURE_NAMES, perturbed_state_dict
+from depth_anything_nb.models.encoder import RELEASED_ENCODERS, create_encoder, interpolate_pos_embed
+from depth_anything_nb.models.preprocess import prepare_image
 
 try:
     from depth_anything_v2.dinov2 import DinoVisionTransformer as OfficialViT
@@ -172,7 +172,7 @@ def test_infer_image_steps_match_official(hw, input_size):
 
 @needs_oracle
 def test_model_infer_image_matches_official():
-    pytest.importorskip("depth_anything_nb.inference", reason="depth_anything_nb.inference not written yet")
+    pytest.importorskip("depth_anything_nb.models.inference", reason="depth_anything_nb.models.inference not written yet")
     img = _pattern_image(61, 47)
     ours, official = _ours(False).infer_image(img, 518), _official().infer_image(img, 518)
     assert ours.shape == official.shape and np.abs(ours - official).max() <= RTOL * np.abs(official).max()

@@ -1,4 +1,4 @@
-"""ONNX export (depth_anything_nb.onnx_export, nbs/07_onnx_export.ipynb) and `depth-anything export` / `run --checkpoint x.onnx`.
+"""ONNX export (depth_anything_nb.models.onnx_export, nbs/18_onnx_export.ipynb) and `depth-anything export` / `run --checkpoint x.onnx`.
 
 The reference is the torch model itself: onnxruntime must reproduce it at sizes other than the traced example
 (square, non-square both ways, batch > 1), relative and metric. Both sides compute in float32 with O(1) depths
@@ -18,12 +18,12 @@ pytest.importorskip("onnxscript", reason="onnxscript (torch's ONNX exporter) not
 
 import cv2  # noqa: E402
 
-from depth_anything_nb.checkpoints import save_safetensors  # noqa: E402
-from depth_anything_nb.cli import main  # noqa: E402
-from depth_anything_nb.dpt import DepthAnythingV2, perturbed_state_dict  # noqa: E402
-from depth_anything_nb.encoder import interpolate_pos_embed  # noqa: E402
-from depth_anything_nb.inference import predict  # noqa: E402
-from depth_anything_nb.onnx_export import (  # noqa: E402
+from depth_anything_nb.models.checkpoints import save_safetensors  # noqa: E402
+from depth_anything_nb.apps.cli import main  # noqa: E402
+from depth_anything_nb.models.dpt import DepthAnythingV2, perturbed_state_dict  # noqa: E402
+from depth_anything_nb.models.encoder import interpolate_pos_embed  # noqa: E402
+from depth_anything_nb.models.inference import predict  # noqa: E402
+from depth_anything_nb.models.onnx_export import (  # noqa: E402
     OnnxDepthModel, bicubic_matrix, export_onnx, traceable_pos_embed,
 )
 

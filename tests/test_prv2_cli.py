@@ -1,4 +1,4 @@
-"""`depth-anything refine` and the Python entry points of `depth_anything_nb.prv2.cli` on tiny generated images."""
+"""`depth-anything refine` and the Python entry points of `depth_anything_nb.apps.prv2_cli` on tiny generated images."""
 
 import json
 
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from depth_anything_nb.cli import main
-from depth_anything_nb.prv2.cli import load_patchrefiner, refine_image
-from depth_anything_nb.prv2.model import PatchRefiner
+from depth_anything_nb.apps.cli import main
+from depth_anything_nb.apps.prv2_cli import load_patchrefiner, refine_image
+from depth_anything_nb.models.prv2_model import PatchRefiner
 
 TINY = ["--coarse-encoder", "mini-t", "--refiner-encoder", "mini", "--process-shape", "56", "56"]
 

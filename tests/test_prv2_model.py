@@ -5,14 +5,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from depth_anything_nb.prv2.model import (
+from depth_anything_nb.models.prv2_model import (
     CoarseOutput,
     DAv2Coarse,
     PatchRefiner,
     PRV1Refiner,
     roi_align_coarse,
 )
-from depth_anything_nb.prv2.refiner import (
+from depth_anything_nb.models.prv2_refiner import (
     REFERENCE_PARAMS_M,
     VARIANTS,
     ZOEDEPTH_COARSE_CHL,
@@ -22,7 +22,7 @@ from depth_anything_nb.prv2.refiner import (
     count_params,
     widen_stem,
 )
-from depth_anything_nb.prv2.tiling import TileConfig
+from depth_anything_nb.models.prv2_tiling import TileConfig
 
 
 class FakeDAv2ForTests(nn.Module):
@@ -247,7 +247,7 @@ def test_dav2_adapter_contract_with_the_test_double():
 
 
 def test_dav2_adapter_with_the_real_model():
-    dpt = pytest.importorskip("depth_anything_nb.dpt")
+    dpt = pytest.importorskip("depth_anything_nb.models.dpt")
     for enc, chl in [("vits", (32, 64)), ("vitb", (64, 128)), ("vitl", (128, 256))]:
         assert DAv2Coarse.from_config(enc, device="meta").channels == (chl[0],) + (chl[1],) * 5
     torch.manual_seed(0)

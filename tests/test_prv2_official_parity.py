@@ -15,8 +15,8 @@ import timm
 import torch
 import torch.nn as nn
 
-from depth_anything_nb.prv2.model import convert_official_state_dict
-from depth_anything_nb.prv2.refiner import ENCODERS, FineToCoarse, PRV2Refiner, RefinerConfig
+from depth_anything_nb.models.prv2_model import convert_official_state_dict
+from depth_anything_nb.models.prv2_refiner import ENCODERS, FineToCoarse, PRV2Refiner, RefinerConfig
 
 REPO = os.environ.get("PRV2_OFFICIAL_REPO")
 pytestmark = pytest.mark.skipif(not REPO, reason="set PRV2_OFFICIAL_REPO to a checkout of zhyever/PatchRefinerV2")

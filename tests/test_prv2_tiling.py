@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
-from depth_anything_nb.prv2.tiling import (
+from depth_anything_nb.models.prv2_tiling import (
     BlendCanvas,
     TileConfig,
     blend_mask,

@@ -1,4 +1,4 @@
-"""PRV2 training stages (`depth_anything_nb.prv2.training`, `prv2.data`): every stage at the smoke preset, the
+"""PRV2 training stages (`depth_anything_nb.pipelines.prv2_stages`, `prv2.data`): every stage at the smoke preset, the
 noisy-pretraining → end-to-end hand-off, online vs offline pseudo labels, the offline PNG round trip, DSD wiring."""
 
 import dataclasses
@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from depth_anything_nb.data.core import DatasetError
-from depth_anything_nb.losses import PatchRefinerPseudoLabelLoss, PatchRefinerSiLogLoss
-from depth_anything_nb.prv2 import training as prv2
-from depth_anything_nb.prv2.data import (PRV2TrainingSet, RealGT, degrade_depth, highres_scenes, pseudo_label_path,
+from depth_anything_nb.train.losses import PatchRefinerPseudoLabelLoss, PatchRefinerSiLogLoss
+from depth_anything_nb.pipelines import prv2_stages as prv2
+from depth_anything_nb.data.prv2 import (PRV2TrainingSet, RealGT, degrade_depth, highres_scenes, pseudo_label_path,
                                          read_pseudo_label, write_offline_pseudo_labels, write_pseudo_label)
-from depth_anything_nb.prv2.model import PatchRefiner
-from depth_anything_nb.prv2.tiling import TileConfig
+from depth_anything_nb.models.prv2_model import PatchRefiner
+from depth_anything_nb.models.prv2_tiling import TileConfig
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +34,8 @@ def smoke(cls, root, **kw):
 def test_e2e_produces_upstream_runs_and_reuses_them(runs):
     root, result = runs
     finished = sorted(p.parent.parent.name for p in root.glob("*/*/metrics.json"))
-    assert finished == ["prv2_coarse", "prv2_e2e", "prv2_pretrain"]
-    for stage in ("prv2_coarse", "prv2_pretrain", "prv2_e2e"):
+    assert finished == ["prv2_coarse", "prv2_pretrain", "prv2_train"]
+    for stage in ("prv2_coarse", "prv2_pretrain", "prv2_train"):
         (run,) = (root / stage).iterdir()
         assert (run / "model.pt").is_file() and (run / "model.json").is_file()
         assert json.loads((run / "config.json").read_text())["stage"] == stage
@@ -56,10 +56,27 @@ def test_evaluate_stage_and_cli_aliases(runs):
         prv2.main(["no-such-stage"])
 
 
+def test_prv2_train_stage_keeps_its_former_name(runs, tmp_path, capsys):
+    """The stage of nbs/prv2_train.ipynb is `prv2_train`; `prv2_e2e` (its former name) still runs it, and a finished
+    run under runs/prv2_e2e/ is found and reused rather than retrained."""
+    import shutil
+
+    root, result = runs
+    assert prv2.E2EConfig.STAGE == "prv2_train" and prv2.STAGE_ALIASES["prv2_e2e"] == "prv2_train"
+    old_root = tmp_path / "runs"
+    shutil.copytree(root, old_root)
+    shutil.move(old_root / "prv2_train", old_root / "prv2_e2e")
+    capsys.readouterr()
+    again = prv2.main(["prv2_e2e", "--preset", "smoke", "--out_root", str(old_root), "--progress", "false"])
+    assert again["seconds"] == result["seconds"]  # the stored metrics of the finished run, not a new training
+    assert f"reusing the finished run {old_root / 'prv2_e2e'}" in capsys.readouterr().out
+    assert not (old_root / "prv2_train").exists()
+
+
 def test_two_processes_run_a_stage(tmp_path):
-    "nproc=2: `run_stage` launches `torchrun -m depth_anything_nb.prv2.training`, whose 2 gloo ranks share the batch."
-    from depth_anything_nb.prv2.model import DAv2Coarse
-    from depth_anything_nb.training import read_log
+    "nproc=2: `run_stage` launches `torchrun -m depth_anything_nb.pipelines.prv2_stages`, whose 2 gloo ranks share the batch."
+    from depth_anything_nb.models.prv2_model import DAv2Coarse
+    from depth_anything_nb.train.trainer import read_log
 
     out = prv2.train_coarse(preset="smoke", run_name="two", nproc=2, threads=1, device="cpu", out_root=str(tmp_path),
                             progress=False)
@@ -270,7 +287,7 @@ def test_stage_notebook_parameters_are_the_config_fields(notebook, cls):
 
 def test_refiner_variants_share_one_coarse_run_and_pr_v1_baseline(runs):
     "Every refiner encoder/variant reads the same coarse run; `pr_v1` (Tables 1/2) trains the V1 refiner on it."
-    from depth_anything_nb.prv2.model import PRV1Refiner
+    from depth_anything_nb.models.prv2_model import PRV1Refiner
 
     root, _ = runs
     variants = [smoke(prv2.E2EConfig, root, refiner_encoder=e, variant=v, np_load="none")
@@ -289,7 +306,7 @@ def test_teacher_steps(tmp_path):
     "`teacher_steps` picks the synthetic teacher run of a DSD configuration (None: the preset's schedule)."
     plain = prv2.teacher_config(smoke(prv2.FinetuneRealConfig, tmp_path)).resolved()
     short = prv2.teacher_config(smoke(prv2.FinetuneRealConfig, tmp_path, teacher_steps=1)).resolved()
-    assert plain.steps == prv2.PRESET_VALUES["prv2_e2e"]["smoke"]["steps"] and short.steps == 1
+    assert plain.steps == prv2.PRESET_VALUES["prv2_train"]["smoke"]["steps"] and short.steps == 1
     assert short.run_dir() == smoke(prv2.E2EConfig, tmp_path, steps=1).resolved().run_dir()
 
 
@@ -304,8 +321,8 @@ def test_pr_v1_lr_multiplier_reaches_its_vit_and_the_prv2_one_its_encoder():
         cfg = prv2.E2EConfig(preset="smoke", refiner_encoder=enc, np_load="none").resolved()
         arch = prv2.patchrefiner_arch(cfg)
         coarse = prv2.build_coarse(arch["coarse"])
-        from depth_anything_nb.prv2.model import PRV1Refiner
-        from depth_anything_nb.prv2.refiner import PRV2Refiner
+        from depth_anything_nb.models.prv2_model import PRV1Refiner
+        from depth_anything_nb.models.prv2_refiner import PRV2Refiner
         refiner = PRV1Refiner.from_coarse(coarse) if enc == prv2.PR_V1 else PRV2Refiner(prv2.refiner_config(cfg))
         names = [n for n, _ in PatchRefiner(coarse, refiner).named_parameters()]
         for prefix in prv2.e2e_lr_mult(cfg):
@@ -367,7 +384,7 @@ def test_paper_dsd_teacher_is_pr_v1_and_student_starts_from_real_coarse_and_np()
     (prv2.FinetuneRealConfig, {"teacher_model": "t.pt"}, "np_model"),
 ])
 def test_paper_preset_refuses_missing_initialisation(tmp_path, monkeypatch, cls, fields, missing):
-    import depth_anything_nb.stages as stages
+    import depth_anything_nb.pipelines.stages as stages
 
     def no_work(*a, **k):
         raise RuntimeError("the stage started working")

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from depth_anything_nb.data.core import DatasetError, make_sample
-from depth_anything_nb.pseudo_labels import (
+from depth_anything_nb.data.pseudo_labels import (
     PseudoLabeledDataset,
     PseudoLabeledStream,
     PseudoLabelStore,
@@ -80,7 +80,7 @@ CHILD = textwrap.dedent(
     import os, signal, sys
     sys.path.insert(0, {tests!r})
     from test_pseudo_labels import KEYS, label_for
-    from depth_anything_nb.pseudo_labels import PseudoLabelWriter
+    from depth_anything_nb.data.pseudo_labels import PseudoLabelWriter
 
     root, kill_at = sys.argv[1], int(sys.argv[2])
 

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 import torch
 
-from depth_anything_nb.distributed import config_from_argv, config_to_argv
-from depth_anything_nb.dpt import DepthAnythingV2
-from depth_anything_nb.pseudo_labels import PseudoLabelStore
-from depth_anything_nb.stages import (PRESET_VALUES, STAGES, EvalConfig, MetricConfig, PseudoLabelConfig,
+from depth_anything_nb.train.distributed import config_from_argv, config_to_argv
+from depth_anything_nb.models.dpt import DepthAnythingV2
+from depth_anything_nb.data.pseudo_labels import PseudoLabelStore
+from depth_anything_nb.pipelines.stages import (PRESET_VALUES, STAGES, EvalConfig, MetricConfig, PseudoLabelConfig,
                                       StudentConfig, TeacherConfig, config_from_params, evaluate, main,
                                       pseudo_label, train_teacher)
-from depth_anything_nb.training import read_log
+from depth_anything_nb.train.trainer import read_log
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,7 +34,7 @@ def _env():
 
 
 def _cli(*args) -> list[str]:
-    return [sys.executable, "-m", "depth_anything_nb.stages", *map(str, args), "--progress", "false"]
+    return [sys.executable, "-m", "depth_anything_nb.pipelines.stages", *map(str, args), "--progress", "false"]
 
 
 def _run(*args, check=True) -> subprocess.CompletedProcess:
@@ -243,7 +243,7 @@ def test_evaluate_on_benchmarks_in_their_real_layouts(tmp_path, teacher):
     ("finetune_metric", {}, "labeled"),
 ])
 def test_paper_preset_refuses_procedural_data_and_random_weights(tmp_path, monkeypatch, stage, fields, missing):
-    import depth_anything_nb.stages as stages
+    import depth_anything_nb.pipelines.stages as stages
 
     def no_work(*a, **k):
         raise RuntimeError("the stage started working")
@@ -256,7 +256,7 @@ def test_paper_preset_refuses_procedural_data_and_random_weights(tmp_path, monke
 
 
 def test_paper_preset_opt_outs_are_explicit_and_honoured():
-    from depth_anything_nb.stages import PROCEDURAL, RANDOM_INIT, new_model, unlabeled_source
+    from depth_anything_nb.pipelines.stages import PROCEDURAL, RANDOM_INIT, new_model, unlabeled_source
     TeacherConfig(preset="paper", labeled={PROCEDURAL: {}}, init_encoder=RANDOM_INIT).resolved()
     StudentConfig(preset="paper", unlabeled=PROCEDURAL, init_encoder=RANDOM_INIT).resolved()
     PseudoLabelConfig(preset="paper", unlabeled=PROCEDURAL).resolved()

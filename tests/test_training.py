@@ -1,8 +1,8 @@
 """The trainer's acceptance criteria (issue 5): DDP == single process, SIGKILL + resume is bit-exact, gradient
 accumulation == a bigger batch, schedules == closed forms, AMP on CPU, damaged checkpoints.
 
-Subprocess runs use the self-test task of `python -m depth_anything_nb.training` (a tiny MLP with dropout and a
-noise augmentation); everything else runs in-process on tiny models."""
+Subprocess runs use the self-test task of `tests/toys.py` (a tiny MLP with dropout and a noise augmentation, run
+as `python -m toys` with tests/ on PYTHONPATH); everything else runs in-process on tiny models."""
 import math
 import os
 import signal
@@ -18,22 +18,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from depth_anything_nb.distributed import ResumableSampler, config_from_argv, config_to_argv, launch_torchrun
-from depth_anything_nb.training import (CheckpointError, LRSchedule, NonFiniteLossError, StepScheduler, ToyTask,
+from depth_anything_nb.train.distributed import ResumableSampler, config_from_argv, config_to_argv, launch_torchrun
+from depth_anything_nb.train.trainer import (CheckpointError, LRSchedule, NonFiniteLossError, StepScheduler,
                                         TrainConfig, Trainer, list_checkpoints, load_pretrained, load_train_state,
-                                        main, param_groups, read_log, toy_setup)
+                                        param_groups, read_log)
+
+from toys import ToyTask, main, toy_setup  # tests/toys.py: the self-test toy (test code, not the package)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _env():
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH")) if p)
     return env
 
 
 def _selftest_cmd(out_dir, *args):
-    return [sys.executable, "-m", "depth_anything_nb.training", "--out_dir", str(out_dir), "--progress", "false",
+    return [sys.executable, "-m", "toys", "--out_dir", str(out_dir), "--progress", "false",
             *map(str, args)]
 
 
@@ -60,7 +62,7 @@ def _toy_trainer(out_dir, task=None, **overrides):
 def test_two_process_gloo_run_equals_one_process(tmp_path):
     "torchrun with 2 CPU processes × batch 2 × accumulation 2 == one process × batch 8 (same global batch)."
     common = ["--steps", "6", "--log_every", "1", "--progress", "false", "--toy_dropout", "0"]
-    launch_torchrun("training", ["--out_dir", str(tmp_path / "ddp"), "--batch_size", "2", "--grad_accum", "2",
+    launch_torchrun("toys", ["--out_dir", str(tmp_path / "ddp"), "--batch_size", "2", "--grad_accum", "2",
                                  *common], nproc_per_node=2, env=_env(), echo=False)
     single = main(["--out_dir", str(tmp_path / "one"), "--batch_size", "8", *common])
     ddp = read_log(tmp_path / "ddp" / "metrics.jsonl")
@@ -408,3 +410,10 @@ def test_sampler_shards_are_the_global_batches(n, world, per_rank, start_steps, 
     for s in range(len(shards[0]) // per_rank):
         got = sorted(i for shard in shards for i in shard[s * per_rank:(s + 1) * per_rank])
         assert got == sorted(one[start + s * G:start + (s + 1) * G])
+
+
+def test_checkpoint_format_tag_survives_the_package_layout(tmp_path):
+    "The tag inside training checkpoints is data, not a module path: runs written before the package was layered resume."
+    _toy_trainer(tmp_path, steps=2, checkpoint_every=2).fit()
+    state = load_train_state(list_checkpoints(tmp_path / "checkpoints")[-1])
+    assert state["format"] == "depth_anything_nb.training/1" and state["step"] == 2

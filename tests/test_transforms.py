@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from torchvision.ops import roi_align
 
 from depth_anything_nb.data.core import make_sample
-from depth_anything_nb.preprocess import fit_size
-from depth_anything_nb.transforms import (
+from depth_anything_nb.models.preprocess import fit_size
+from depth_anything_nb.data.transforms import (
     PatchTransform,
     StrongAugment,
     TrainTransform,

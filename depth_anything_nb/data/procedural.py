@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..atomic import atomic_path
+from ..core.files import atomic_path
 from .core import make_sample
 
 # %% auto #0

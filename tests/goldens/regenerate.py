@@ -246,7 +246,7 @@ def model_inputs(seed: int, process=(32, 48), c0=32):
 
 
 def gen_prv2_model(off, seed=6) -> dict:
-    from depth_anything_nb.prv2.refiner import ENCODERS
+    from depth_anything_nb.models.prv2_refiner import ENCODERS
     out = dict(seed=seed, process_shape=[32, 48], c0=32, variants={}, structure={})
     x = model_inputs(seed)
     post = coarse_postprocess(off)
