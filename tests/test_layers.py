@@ -32,6 +32,9 @@ INFERENCE_ALLOWLIST = {
     ("depth_anything_nb.apps.prv2_cli", "depth_anything_nb.pipelines.prv2_stages"):
         "`depth-anything refine --checkpoint <stage model.pt>` rebuilds a PRV2 stage model from its model.json "
         "with pipelines.prv2_stages.load_model (a function-level import, not taken by `depth-anything run`)",
+    ("depth_anything_nb.apps.cli", "depth_anything_nb.train.metrics"):
+        "`depth-anything run --sample-images` (make infer-demo) scores the Middlebury Motorcycle pair with the "
+        "evaluation metrics (function-level imports in score_motorcycle / motorcycle_protocol; a plain run never loads them)",
 }
 FORBIDDEN_FOR_INFERENCE = ("train", "pipelines", "experiments")
 # not optional: matplotlib gives `run` the official Spectral_r colouring (models/inference.colormap_lut), so it is an

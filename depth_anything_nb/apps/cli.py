@@ -28,7 +28,6 @@ from tqdm.auto import tqdm
 from ..models.checkpoints import load_model
 from ..models.dpt import DepthAnythingV2
 from ..core.files import remove_orphan_temps
-from ..train.metrics import RelativeProtocol, depth_errors, evaluate_relative
 from ..models.preprocess import PATCH_SIZE, fit_size, network_size
 from depth_anything_nb.models.inference import (
     IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, ImageReadError, png16_sidecar_path, atomic_output, atomic_write_bytes, camera_intrinsics, colorize, colormap_lut,
@@ -38,11 +37,11 @@ from depth_anything_nb.models.inference import (
 
 # %% auto #0
 __all__ = ['SUBCOMMANDS', 'SUBCOMMAND_MODULES', 'VIDEO_SUFFIXES', 'SAMPLE_IMAGES', 'ENCODERS', 'MAX_NETWORK_SIDE', 'RUN',
-           'MOTORCYCLE_PROTOCOL', 'EXPORT', 'Subcommand', 'CLIError', 'register_subcommand', 'build_parser', 'main',
-           'InputFile', 'collect_inputs', 'sample_image_paths', 'RunReport', 'random_weights_warning',
-           'checkpoint_run_info', 'build_model', 'PredictionError', 'output_paths', 'write_outputs', 'plan_outputs',
-           'ColorRange', 'run_video', 'add_model_arguments', 'add_input_arguments', 'add_output_arguments',
-           'check_outdir', 'start_outdir', 'run_command', 'score_motorcycle', 'export_command']
+           'EXPORT', 'Subcommand', 'CLIError', 'register_subcommand', 'build_parser', 'main', 'InputFile',
+           'collect_inputs', 'sample_image_paths', 'RunReport', 'random_weights_warning', 'checkpoint_run_info',
+           'build_model', 'PredictionError', 'output_paths', 'write_outputs', 'plan_outputs', 'ColorRange', 'run_video',
+           'add_model_arguments', 'add_input_arguments', 'add_output_arguments', 'check_outdir', 'start_outdir',
+           'run_command', 'motorcycle_protocol', 'score_motorcycle', 'export_command']
 
 # %% ../../nbs/60_cli.ipynb #a2463ad5
 @dataclass(frozen=True)
@@ -808,22 +807,27 @@ RUN = register_subcommand(
 )
 
 # %% ../../nbs/60_cli.ipynb #6e507b20
-MOTORCYCLE_PROTOCOL = RelativeProtocol(
-    "middlebury_motorcycle", "Middlebury 2014 Motorcycle, left view (scikit-image)", 1e-3, 10.0,
-    disparity_min=1 / 10, source="MiDaS least squares in disparity, as the DAv2 zero-shot evaluation",
-)
+def motorcycle_protocol():
+    "The zero-shot protocol for the Motorcycle pair (evaluation metrics are imported here, so a plain `run` never loads them)."
+    from depth_anything_nb.train.metrics import RelativeProtocol
+
+    return RelativeProtocol(
+        "middlebury_motorcycle", "Middlebury 2014 Motorcycle, left view (scikit-image)", 1e-3, 10.0,
+        disparity_min=1 / 10, source="MiDaS least squares in disparity, as the DAv2 zero-shot evaluation",
+    )
 
 
 def score_motorcycle(model, input_size: int, device, report: RunReport | None = None, random: bool = False) -> dict:
     "AbsRel and δ1 of `model` on the Middlebury Motorcycle pair (relative: LS-aligned in disparity; metric: as is)."
     from depth_anything_nb.data.procedural import middlebury_motorcycle
+    from depth_anything_nb.train.metrics import depth_errors, evaluate_relative
 
     sample = middlebury_motorcycle()
     bgr = np.ascontiguousarray(sample["image"][..., ::-1])
     pred = predict(model, [bgr], input_size, 1, device)[0]
     gt = torch.from_numpy(sample["depth"])
     if getattr(model, "max_depth", None) is None:
-        errors = evaluate_relative(torch.from_numpy(pred), gt, MOTORCYCLE_PROTOCOL)
+        errors = evaluate_relative(torch.from_numpy(pred), gt, motorcycle_protocol())
         how = "relative, least-squares scale+shift in disparity"
     else:
         valid = torch.from_numpy(sample["valid"]) & (gt > 1e-3)
