@@ -124,7 +124,7 @@ class DinoAttention(nn.Module):
         num_heads: int,
         qkv_bias: bool = True,
         proj_bias: bool = True,
-        query_chunk: int = 256,  # queries per block of the low-precision CPU path
+        query_chunk: int | None = None,  # queries per block of the low-precision CPU path; None: 256 per thread
         device=None,
         dtype=None,
     ):
@@ -156,7 +156,8 @@ class DinoAttention(nn.Module):
         if path == "exact":  # the official order
             x = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
         elif path == "chunked":
-            x = chunked_attention(q * self.scale, k, v, self.query_chunk)
+            chunk = self.query_chunk or 256 * torch.get_num_threads()
+            x = chunked_attention(q * self.scale, k, v, chunk)
         else:
             x = F.scaled_dot_product_attention(q, k, v)
         return self.proj(x.transpose(1, 2).reshape(B, N, C))

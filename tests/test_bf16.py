@@ -80,3 +80,23 @@ def test_model_bf16_within_bound_of_fp32():
     bound = math.sqrt(12 * 6 + 18) * U
     print(f"bf16 mean relative error {rel:.2e}, bound {bound:.2e}")
     assert rel <= bound
+
+
+def test_default_query_chunk_is_256_per_thread(monkeypatch):
+    "query_chunk=None: blocks of 256 queries per torch thread (fewer parallel regions with more threads)."
+    import depth_anything_nb.encoder as enc
+
+    seen = []
+    real = enc.chunked_attention
+    monkeypatch.setattr(enc, "chunked_attention", lambda q, k, v, chunk: seen.append(chunk) or real(q, k, v, chunk))
+    attn = DinoAttention(32, 4).eval()
+    assert attn.query_chunk is None
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            with torch.no_grad():
+                attn(torch.randn(1, 5, 32).bfloat16())
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == [256, 512]
