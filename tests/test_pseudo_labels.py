@@ -289,3 +289,52 @@ def test_reader_keys_come_from_items_without_loading_images(tmp_path):
     ds = PseudoLabeledDataset(ReaderLike(KEYS), tmp_path)
     assert ReaderLike.loads == 0 and len(ds) == 10
     assert ds[3]["path"] == KEYS[3] and ReaderLike.loads == 1
+
+
+def test_background_write_stores_the_same_labels_and_overlaps_the_teacher(tmp_path):
+    "Batch i is written in a thread while the teacher runs batch i+1; the store is the one a synchronous run makes."
+    import threading
+
+    source = ImageSource(KEYS[:13])
+    teacher_threads, write_threads = set(), set()
+    real_add = PseudoLabelWriter.add
+
+    def teacher(samples):
+        teacher_threads.add(threading.get_ident())
+        return [s["image"][..., 0].astype(np.float32) + np.arange(28, dtype=np.float32) for s in samples]
+
+    def spy_add(self, key, pred):
+        write_threads.add(threading.get_ident())
+        return real_add(self, key, pred)
+
+    stores = {}
+    for background in (False, True):
+        root = tmp_path / str(background)
+        write_threads.clear()
+        PseudoLabelWriter.add = spy_add
+        try:
+            stats = write_pseudo_labels(teacher, source, root, batch_size=4, shard_size=5, progress=False,
+                                        background_write=background)
+        finally:
+            PseudoLabelWriter.add = real_add
+        assert stats["written"] == 13
+        assert (write_threads == teacher_threads) != background  # the writes ran on the caller's thread iff sync
+        store = PseudoLabelStore(root)
+        stores[background] = {k: store.read_bytes(k) for k in store.keys()}
+    assert stores[True] == stores[False]
+
+
+def test_background_write_error_surfaces_and_keeps_finished_shards(tmp_path):
+    "A prediction the store refuses (non-finite) stops the run with the key named; shards written before stay valid."
+    source = ImageSource(KEYS[:12])
+
+    def teacher(samples):
+        out = [s["image"][..., 0].astype(np.float32) for s in samples]
+        if any(s["path"] == KEYS[9] for s in samples):
+            out[-1] = np.full_like(out[-1], np.nan)
+        return out
+
+    with pytest.raises(ValueError, match="finite"):
+        write_pseudo_labels(teacher, source, tmp_path, batch_size=4, shard_size=4, progress=False)
+    store = PseudoLabelStore(tmp_path)
+    assert 4 <= len(store) < 12 and all(store[k].shape == (20, 28) for k in store.keys())

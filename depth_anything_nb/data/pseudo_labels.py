@@ -5,6 +5,7 @@
 # %% ../../nbs/31_pseudo_labels.ipynb #1ac9001d
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 import hashlib
 import io
 import json
@@ -379,6 +380,7 @@ def write_pseudo_labels(
     rank: int = 0,
     world_size: int = 1,
     progress: bool = True,
+    background_write: bool = True,  # encode and write batch i in a thread while the teacher runs batch i+1
     **writer_kw,  # shard_size, encoding, png_level, prefix
 ) -> dict:
     "Label this rank's share of `source` that is not stored yet; unusable images are logged and skipped. Returns counts."
@@ -386,7 +388,12 @@ def write_pseudo_labels(
     readable = [(i, k) for i, k in enumerate(keys) if k is not None]
     mine = [(i, k) for i, k in readable if rank_of(k, world_size) == rank]
     failed = len(keys) - len(readable)  # samples whose key could not be read
-    with PseudoLabelWriter(root, rank, world_size, **writer_kw) as writer:
+    def store(good, preds):
+        for (key, _), pred in zip(good, preds, strict=True):
+            writer.add(key, pred)
+
+    with PseudoLabelWriter(root, rank, world_size, **writer_kw) as writer, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="pseudo-label-writer") as pool:
         todo = set(writer.todo(k for _, k in mine))
         idx = [i for i, k in mine if k in todo]
         loader = torch.utils.data.DataLoader(_Loaded(source, idx, keys), batch_size=batch_size, num_workers=num_workers,
@@ -395,6 +402,7 @@ def write_pseudo_labels(
             from tqdm.auto import tqdm
 
             loader = tqdm(loader, desc=f"pseudo-labels rank {rank}", unit="batch")
+        pending = None  # the batch being written: at most one, so memory stays bounded
         for batch in loader:
             good = []
             for key, s in batch:
@@ -405,8 +413,15 @@ def write_pseudo_labels(
                     good.append((key, s))
             if good:
                 preds = predict([s for _, s in good])
-                for (key, _), pred in zip(good, preds, strict=True):
-                    writer.add(key, pred)
+                if pending is not None:
+                    pending.result()  # a failed write surfaces here, before more work is done
+                    pending = None
+                if background_write:
+                    pending = pool.submit(store, good, preds)
+                else:
+                    store(good, preds)
+        if pending is not None:
+            pending.result()
     if failed:
         _log.warning("%d samples could not be read and were skipped", failed)
     return {"written": writer.written, "already_done": len(mine) - len(idx), "other_ranks": len(readable) - len(mine),

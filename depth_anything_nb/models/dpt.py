@@ -120,9 +120,10 @@ class DPTHead(nn.Module):
                 tokens = self.readout_projects[i](torch.cat((tokens, cls_token.unsqueeze(1).expand_as(tokens)), -1))
             if self.exact:  # the official contiguous (B, C, h, w) copy
                 x = tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[-1], patch_h, patch_w)
-            else:  # the same map as a channels-last view of the tokens: no copy
-                x = tokens.transpose(1, 2).unflatten(2, (patch_h, patch_w))
-            levels.append(self.resize_layers[i](self.projects[i](x)))
+                levels.append(self.resize_layers[i](self.projects[i](x)))
+            else:  # the same map as a channels-last view of the tokens: no copy; the decoder then runs channels-last
+                x = self.projects[i](tokens.transpose(1, 2).unflatten(2, (patch_h, patch_w)))
+                levels.append(self.resize_layers[i](x.contiguous(memory_format=torch.channels_last)))
         s, exact = self.scratch, self.exact
         l1, l2, l3, l4 = (getattr(s, f"layer{i}_rn")(x) for i, x in enumerate(levels, start=1))
         path_4 = s.refinenet4(l4, size=l3.shape[2:], exact=exact)

@@ -17,7 +17,7 @@ from timm.models.vision_transformer import Block
 
 # %% auto #0
 __all__ = ['ENCODER_CONFIGS', 'RELEASED_ENCODERS', 'EncoderConfig', 'register_encoder', 'encoder_config', 'SwiGLUFFN',
-           'interpolate_pos_embed', 'DinoVisionTransformer', 'create_encoder']
+           'chunked_attention', 'DinoAttention', 'interpolate_pos_embed', 'DinoVisionTransformer', 'create_encoder']
 
 # %% ../../nbs/10_encoder.ipynb #e89f35b5
 @dataclass(frozen=True)
@@ -99,6 +99,69 @@ class SwiGLUFFN(nn.Module):
         x1, x2 = self.w12(x).chunk(2, dim=-1)
         return self.w3(F.silu(x1) * x2)
 
+# %% ../../nbs/10_encoder.ipynb #c41f2d9e
+def chunked_attention(
+    q: torch.Tensor,  # (B, heads, N, d) queries, already multiplied by the scale 1/√d
+    k: torch.Tensor,  # (B, heads, N, d)
+    v: torch.Tensor,  # (B, heads, N, d)
+    chunk: int = 256,  # queries per block
+) -> torch.Tensor:  # (B, heads, N, d)
+    "softmax(q kᵀ) v in the explicit order, one block of `chunk` queries at a time (no autograd: writes with `out=`)."
+    # kᵀ and v are read by every block: lay them out contiguously once (strided views would be copied per block)
+    kt, v, n = k.transpose(-2, -1).contiguous(), v.contiguous(), q.shape[-2]
+    out = torch.empty_like(q)
+    for i in range(0, n, chunk):
+        torch.matmul((q[..., i : i + chunk, :] @ kt).softmax(dim=-1), v, out=out[..., i : i + chunk, :])
+    return out
+
+
+class DinoAttention(nn.Module):
+    "Multi-head self-attention with DINOv2's packed `qkv` and `proj`; exact, fused or query-chunked evaluation."
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        qkv_bias: bool = True,
+        proj_bias: bool = True,
+        query_chunk: int | None = None,  # queries per block of the low-precision CPU path; None: 256 per thread
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"embedding width {dim} is not divisible by {num_heads} heads")
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.fused_attn = True  # False: the official explicit order (bit-exact); see `set_fused_attn`
+        self.query_chunk = query_chunk
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias, device=device, dtype=dtype)
+        self.proj = nn.Linear(dim, dim, bias=proj_bias, device=device, dtype=dtype)
+
+    def path(self, q: torch.Tensor) -> str:
+        "Which evaluation order `forward` takes for queries `q`: 'exact', 'chunked' or 'fused'."
+        if not self.fused_attn:
+            return "exact"
+        low = q.dtype in (torch.bfloat16, torch.float16) and q.device.type == "cpu"
+        if low and not (torch.is_grad_enabled() and q.requires_grad):
+            return "chunked"
+        return "fused"
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False):
+        if attn_mask is not None or is_causal:
+            raise ValueError("DINOv2 attention takes no attention mask (masked patches use `mask_token`)")
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        path = self.path(q)
+        if path == "exact":  # the official order
+            x = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
+        elif path == "chunked":
+            chunk = self.query_chunk or 256 * torch.get_num_threads()
+            x = chunked_attention(q * self.scale, k, v, chunk)
+        else:
+            x = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+
 # %% ../../nbs/10_encoder.ipynb #9f1c57cb
 def interpolate_pos_embed(
     pos_embed: torch.Tensor,  # (1, 1 + g*g, C): class embedding then a g x g grid, row-major
@@ -163,6 +226,8 @@ class DinoVisionTransformer(nn.Module):
                   act_layer=nn.GELU, norm_layer=norm_layer, **extra, **dd)
             for _ in range(depth)
         )
+        for blk in self.blocks:  # the same parameters (`qkv`, `proj`), our three evaluation orders
+            blk.attn = DinoAttention(embed_dim, num_heads, **dd)
         self.norm = norm_layer(embed_dim, **dd)
         self.head = nn.Identity()
         self.mask_token = nn.Parameter(torch.zeros(1, embed_dim, **dd))
