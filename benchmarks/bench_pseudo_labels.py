@@ -13,7 +13,6 @@ stage / bare (1.0 = all I/O hidden behind compute). Never asserts on time.
 import argparse
 import os
 import shutil
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from depth_anything_nb.models.dpt import perturbed_state_dict
 from depth_anything_nb.train.eval_suite import predict_images
 from depth_anything_nb.models.preprocess import prepare_image
 from depth_anything_nb.data.pseudo_labels import PseudoLabelStore, write_pseudo_labels
+from alternating import alternating_medians  # benchmarks/alternating.py (run as a script from any folder)
 
 try:
     from bench_dav2 import print_machine
@@ -102,13 +102,7 @@ def main(argv=None):
             fn()
         store = PseudoLabelStore(work / f"labels-{args.workers[0]}")
         assert len(store) == args.images and store[next(iter(store.keys()))].ndim == 2
-        times = {name: [] for name in runs}
-        for rep in range(args.reps):
-            for name in (list(runs) if rep % 2 == 0 else list(reversed(runs))):
-                t = time.perf_counter()
-                runs[name]()
-                times[name].append(time.perf_counter() - t)
-        med = {name: statistics.median(v) for name, v in times.items()}
+        med = alternating_medians(runs, args.reps)
         print(f"{args.encoder}, {args.images} JPEG images {h}x{w} → input {args.input_size}, batch {args.batch_size}, "
               f"amp {args.amp}, {args.reps} reps (medians, alternating)")
         print(f"{'run':>20} {'seconds':>8} {'images/s':>9} {'vs bare':>8}")

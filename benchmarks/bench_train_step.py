@@ -17,7 +17,6 @@ is SiLog computed on the boolean-indexed valid pixels, written out below. Never 
 """
 import argparse
 import os
-import statistics
 import time
 
 import torch
@@ -28,6 +27,7 @@ from depth_anything_nb.models.dpt import perturbed_state_dict
 from depth_anything_nb.models.encoder import create_encoder, encoder_config
 from depth_anything_nb.train.losses import SiLogLoss
 from depth_anything_nb.train.trainer import param_groups
+from alternating import alternating_medians  # benchmarks/alternating.py (run as a script from any folder)
 
 try:
     from bench_dav2 import print_machine
@@ -133,13 +133,7 @@ def main(argv=None):
     for fn in runs.values():  # warm-up; the first losses (same weights, same batch) must agree
         fn()
     print(f"first-step SiLog: official {first['official']:.6f}, ours {first['ours']:.6f}")
-    times = {name: [] for name in runs}
-    for rep in range(args.reps):
-        for name in (list(runs) if rep % 2 == 0 else list(reversed(runs))):
-            t = time.perf_counter()
-            runs[name]()
-            times[name].append(time.perf_counter() - t)
-    med = {name: statistics.median(v) for name, v in times.items()}
+    med = alternating_medians(runs, args.reps)
     print(f"{args.encoder}, batch {b}, {s}x{s}, fp32, {args.reps} reps (medians, alternating); "
           f"step = forward + loss + backward + AdamW")
     print(f"metric fine-tuning step: official {med['official']:.3f}s, ours {med['ours']:.3f}s, "

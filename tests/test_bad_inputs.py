@@ -374,31 +374,28 @@ def refine_process_shape_zero(tmp, tiny):
                  "0"], 2, ["--process-shape", "at least 14"])
 
 
-@case
-def refine_checkpoint_with_malformed_json(tmp, tiny):
+def refine_with_model_json(tmp, text: str, expected: str) -> Case:
+    "A refine run whose checkpoint has `text` as its sibling model.json: a one-line error naming the json."
     png(tmp / "a.png", 112, 112)
     torch.save({"w": torch.zeros(1)}, tmp / "model.pt")
-    (tmp / "model.json").write_text('{"kind": "patchrefiner", ')
+    (tmp / "model.json").write_text(text)
     return Case(["refine", "--img-path", str(tmp / "a.png"), "--outdir", str(tmp / "out"), "--checkpoint",
-                 str(tmp / "model.pt")], 2, ["model.json", "unreadable"])
+                 str(tmp / "model.pt")], 2, ["model.json", expected])
+
+
+@case
+def refine_checkpoint_with_malformed_json(tmp, tiny):
+    return refine_with_model_json(tmp, '{"kind": "patchrefiner", ', "unreadable")
 
 
 @case
 def refine_checkpoint_with_json_of_another_kind(tmp, tiny):
-    png(tmp / "a.png", 112, 112)
-    torch.save({"w": torch.zeros(1)}, tmp / "model.pt")
-    (tmp / "model.json").write_text("[1, 2, 3]")
-    return Case(["refine", "--img-path", str(tmp / "a.png"), "--outdir", str(tmp / "out"), "--checkpoint",
-                 str(tmp / "model.pt")], 2, ["model.json", "not a PRV2 stage model description"])
+    return refine_with_model_json(tmp, "[1, 2, 3]", "not a PRV2 stage model description")
 
 
 @case
 def refine_json_missing_fields(tmp, tiny):
-    png(tmp / "a.png", 112, 112)
-    torch.save({"w": torch.zeros(1)}, tmp / "model.pt")
-    (tmp / "model.json").write_text('{"kind": "patchrefiner"}')
-    return Case(["refine", "--img-path", str(tmp / "a.png"), "--outdir", str(tmp / "out"), "--checkpoint",
-                 str(tmp / "model.pt")], 2, ["model.json", "malformed"])
+    return refine_with_model_json(tmp, '{"kind": "patchrefiner"}', "malformed")
 
 
 @case

@@ -17,6 +17,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -252,6 +253,22 @@ class RunReport:
                 record["notes"] = record["notes"] + [f"the earlier summary.json was unreadable ({e}): kept as {keep.name}"]
         record["previous_runs"] = previous
         return atomic_write_bytes(path, json.dumps(record, indent=1).encode())
+
+    @contextmanager
+    def recording(self, out_of_memory_advice: str):
+        "The body of a batch run: out of memory fails the model, Ctrl-C (exit 130) and crashes are recorded as aborts, and the summary is always written."
+        try:
+            yield self
+        except torch.cuda.OutOfMemoryError as e:
+            self.fail("(model)", f"out of memory ({e}); {out_of_memory_advice}")
+        except KeyboardInterrupt:
+            self.abort("interrupted (Ctrl-C); the inputs not counted as done were not processed", 130)
+            raise
+        except BaseException as e:
+            self.abort(f"crashed: {type(e).__name__}: {e}", 1)
+            raise
+        finally:
+            self.finish()
 
     def finish(self) -> None:
         "Write summary.json (a failure to do so is said, and makes the exit code non-zero) and print the summary."
@@ -703,7 +720,7 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"WARNING: {args.checkpoint}: {report.warnings[-1]['warning']}", file=sys.stderr)
 
     start_outdir(outdir, report)
-    try:
+    with report.recording("lower --batch-size or --input-size"):
         image_specs = [str(p) for p in args.img_path] + ([str(p) for p in sample_image_paths()] if args.sample_images else [])
         images, ignored = collect_inputs(image_specs, IMAGE_SUFFIXES, exclude=outdir)
         videos, ignored_v = collect_inputs(args.video_path, VIDEO_SUFFIXES, exclude=outdir)
@@ -737,16 +754,6 @@ def run_command(args: argparse.Namespace) -> int:
                 report.fail(video.path, str(e))
         if videos and (args.save_npy or args.save_png16 or args.pointcloud):
             report.warn("(videos)", "--save-npy/--save-png16/--pointcloud apply to images only; videos get NAME.mp4")
-    except torch.cuda.OutOfMemoryError as e:
-        report.fail("(model)", f"out of memory ({e}); lower --batch-size or --input-size")
-    except KeyboardInterrupt:
-        report.abort("interrupted (Ctrl-C); the inputs not counted as done were not processed", 130)
-        raise
-    except BaseException as e:
-        report.abort(f"crashed: {type(e).__name__}: {e}", 1)
-        raise
-    finally:
-        report.finish()
     return report.exit_code
 
 

@@ -276,7 +276,7 @@ def refine_command(a: argparse.Namespace) -> int:
                             "run is MEANINGLESS (it only exercises the pipeline)")
         print(f"WARNING: {report.notes[-1]}", file=sys.stderr)
     start_outdir(outdir, report)
-    try:
+    with report.recording("lower --process-num"):
         images, ignored = collect_inputs([str(p) for p in a.img_path], IMAGE_SUFFIXES, exclude=outdir)
         if ignored:
             report.counts["ignored (not image files in folders)"] = ignored
@@ -320,16 +320,6 @@ def refine_command(a: argparse.Namespace) -> int:
                 report.counts["images"] += 1
             except (OSError, ValueError) as e:
                 report.fail(item.path, str(e))
-    except torch.cuda.OutOfMemoryError as e:
-        report.fail("(model)", f"out of memory ({e}); lower --process-num")
-    except KeyboardInterrupt:
-        report.abort("interrupted (Ctrl-C); the inputs not counted as done were not processed", 130)
-        raise
-    except BaseException as e:
-        report.abort(f"crashed: {type(e).__name__}: {e}", 1)
-        raise
-    finally:
-        report.finish()
     return report.exit_code
 
 
