@@ -111,9 +111,9 @@ PRESET_VALUES: dict[str, dict[str, dict]] = {
 # PR† (`patchrefiner_dav2/pr_u4k.py`): 24 epochs, weight decay 0.01, the ViT of its base-model copy at lr ×1/30.
 PAPER_REFINER_VALUES: dict[str, dict[str, dict]] = {
     "prv2_pretrain": {"E": {"weight_decay": 0.01}, "C": {"weight_decay": 0.01}},
-    "prv2_e2e": {"E": {"weight_decay": 0.01, "coarse_decay_mult": 1.0},
-                 "C": {"weight_decay": 0.01, "coarse_decay_mult": 1.0},
-                 "pr_v1": {"epochs": 24, "weight_decay": 0.01, "encoder_lr_mult": 1 / 30, "coarse_decay_mult": 1.0}},
+    "prv2_train": {"E": {"weight_decay": 0.01, "coarse_decay_mult": 1.0},
+                   "C": {"weight_decay": 0.01, "coarse_decay_mult": 1.0},
+                   "pr_v1": {"epochs": 24, "weight_decay": 0.01, "encoder_lr_mult": 1 / 30, "coarse_decay_mult": 1.0}},
 }
 
 # %% ../../nbs/51_prv2_stages.ipynb #a43e103d
@@ -280,7 +280,7 @@ class FinetuneRealConfig(PRV2Config, TrainFields):
     real_steps: int | None = None  # steps of the real-domain training that precedes DSD (0: start from the teacher)
     teacher_steps: int | None = None  # steps of the synthetic end-to-end teacher (None: the preset's e2e schedule)
     teacher: str | None = None  # "pr_v1": PR-V1 on the same base (official, paper); "prv2": the synthetic PRV2 model
-    teacher_model: str = ""  # the teacher's model.pt; "": the synthetic prv2_e2e run this config derives
+    teacher_model: str = ""  # the teacher's model.pt; "": the synthetic prv2_train run this config derives
     student_init: str | None = None  # where the real-domain training starts: "coarse_np" (the real-domain coarse
                                      # model + noisy-pretrained refiner; official, paper) | "teacher" (mini)
     real_epochs: int | None = None  # epochs of the real-domain training (official 24; give it or real_steps)
