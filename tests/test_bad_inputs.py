@@ -208,23 +208,33 @@ def nan_checkpoint_fails_each_image(tmp, tiny):
                 ["a.png", "b.png", "non-finite depth"], culprits=["a.png", "b.png"], check=check)
 
 
-@case
-def ctrl_c_is_exit_130_and_said_in_the_summary(tmp, tiny):
+def signalled_run(tmp, sig: int, exit_code: int, word: str) -> Case:
+    "A run of 40 images sent `sig` after its first output: exit `exit_code`, and the summary says `word`."
     for i in range(40):
         png(tmp / "in" / f"img{i:02d}.png", 60, 80, seed=i)
 
-    def interrupt(process, t):
+    def send(process, t):
         _wait_for(lambda: list((t / "out").glob("img*.png")), process)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(sig)
 
     def check(t, o):
         summary = json.loads((t / "out" / "summary.json").read_text())
-        assert summary["exit_code"] == 130 and not summary["completed"] and "interrupted" in summary["aborted"]
+        assert summary["exit_code"] == exit_code and not summary["completed"] and word in summary["aborted"]
         assert 0 < summary["counts"].get("images", 0) < 40
 
     # random vits weights at the official 518 input: slow enough (about a second an image) to be interrupted
     return Case(["run", "--img-path", str(tmp / "in"), "--outdir", str(tmp / "out"), "--encoder", "vits",
-                 "--batch-size", "1"], 130, ["interrupted"], subprocess=True, during=interrupt, check=check)
+                 "--batch-size", "1"], exit_code, [word], subprocess=True, during=send, check=check)
+
+
+@case
+def ctrl_c_is_exit_130_and_said_in_the_summary(tmp, tiny):
+    return signalled_run(tmp, signal.SIGINT, 130, "interrupted")
+
+
+@case
+def sigterm_is_exit_143_and_said_in_the_summary(tmp, tiny):
+    return signalled_run(tmp, signal.SIGTERM, 143, "terminated")
 
 
 @case

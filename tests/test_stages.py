@@ -241,6 +241,7 @@ def test_evaluate_on_benchmarks_in_their_real_layouts(tmp_path, teacher):
     ("train_student", {"init_encoder": "dinov2_vits14.pth"}, "unlabeled"),
     ("train_student", {"unlabeled": "/data/sa1b"}, "init_encoder"),
     ("finetune_metric", {}, "labeled"),
+    ("evaluate", {"checkpoint": "depth_anything_v2_vitl.pth"}, "benchmarks"),
 ])
 def test_paper_preset_refuses_procedural_data_and_random_weights(tmp_path, monkeypatch, stage, fields, missing):
     import depth_anything_nb.pipelines.stages as stages
@@ -260,6 +261,7 @@ def test_paper_preset_opt_outs_are_explicit_and_honoured():
     TeacherConfig(preset="paper", labeled={PROCEDURAL: {}}, init_encoder=RANDOM_INIT).resolved()
     StudentConfig(preset="paper", unlabeled=PROCEDURAL, init_encoder=RANDOM_INIT).resolved()
     PseudoLabelConfig(preset="paper", unlabeled=PROCEDURAL).resolved()
+    EvalConfig(preset="paper", checkpoint="depth_anything_v2_vitl.pth", benchmarks={}).resolved()
     a, b = new_model("mini-b", init_encoder=RANDOM_INIT, seed=3), new_model("mini-b", seed=3)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     src = unlabeled_source(PROCEDURAL, num_images=2, size=28, seed=0)

@@ -10,9 +10,11 @@ import errno
 import importlib
 import json
 import os
+import signal
 import stat
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections import Counter
@@ -39,10 +41,10 @@ from depth_anything_nb.models.inference import (
 # %% auto #0
 __all__ = ['SUBCOMMANDS', 'SUBCOMMAND_MODULES', 'VIDEO_SUFFIXES', 'SAMPLE_IMAGES', 'ENCODERS', 'MAX_NETWORK_SIDE', 'RUN',
            'EXPORT', 'Subcommand', 'CLIError', 'register_subcommand', 'build_parser', 'main', 'InputFile',
-           'collect_inputs', 'sample_image_paths', 'RunReport', 'random_weights_warning', 'checkpoint_run_info',
-           'build_model', 'PredictionError', 'output_paths', 'write_outputs', 'plan_outputs', 'ColorRange', 'run_video',
-           'add_model_arguments', 'add_input_arguments', 'add_output_arguments', 'check_outdir', 'start_outdir',
-           'run_command', 'motorcycle_protocol', 'score_motorcycle', 'export_command']
+           'collect_inputs', 'sample_image_paths', 'Terminated', 'RunReport', 'random_weights_warning',
+           'checkpoint_run_info', 'build_model', 'PredictionError', 'output_paths', 'write_outputs', 'plan_outputs',
+           'ColorRange', 'run_video', 'add_model_arguments', 'add_input_arguments', 'add_output_arguments',
+           'check_outdir', 'start_outdir', 'run_command', 'motorcycle_protocol', 'score_motorcycle', 'export_command']
 
 # %% ../../nbs/60_cli.ipynb #a2463ad5
 @dataclass(frozen=True)
@@ -200,6 +202,14 @@ def sample_image_paths() -> list[Path]:
     return paths
 
 # %% ../../nbs/60_cli.ipynb #39ae63b1
+class Terminated(BaseException):
+    "SIGTERM arrived during a batch run (a BaseException, like KeyboardInterrupt: no `except Exception` swallows it)."
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 class RunReport:
     "Counts, failures and warnings of a batch run; printed and written as `summary.json` at the end."
 
@@ -256,7 +266,11 @@ class RunReport:
 
     @contextmanager
     def recording(self, out_of_memory_advice: str):
-        "The body of a batch run: out of memory fails the model, Ctrl-C (exit 130) and crashes are recorded as aborts, and the summary is always written."
+        """The body of a batch run: out of memory fails the model; Ctrl-C (exit 130), SIGTERM (exit 143, what `kill`
+        and job schedulers send) and crashes are recorded as aborts; the summary is always written."""
+        handler = None
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
+            handler = signal.signal(signal.SIGTERM, _raise_terminated)
         try:
             yield self
         except torch.cuda.OutOfMemoryError as e:
@@ -264,10 +278,15 @@ class RunReport:
         except KeyboardInterrupt:
             self.abort("interrupted (Ctrl-C); the inputs not counted as done were not processed", 130)
             raise
+        except Terminated:
+            self.abort("terminated (SIGTERM); the inputs not counted as done were not processed", 143)
+            raise SystemExit(143) from None
         except BaseException as e:
             self.abort(f"crashed: {type(e).__name__}: {e}", 1)
             raise
         finally:
+            if handler is not None:
+                signal.signal(signal.SIGTERM, handler)
             self.finish()
 
     def finish(self) -> None:
@@ -810,7 +829,7 @@ RUN = register_subcommand(
     "run", "depth maps for images and videos (the official run.py, and more)", _add_run_arguments, run_command,
     description="Depth Anything V2 on images (files, folders, .txt lists) and videos. Writes NAME.png (colour), "
     "and on request NAME_raw_*.npy, NAME_depth16.png (+ .json), NAME.ply; summary.json at the end. Exit code 1 if "
-    "any input failed (the others are still processed), 130 if interrupted.",
+    "any input failed (the others are still processed), 130 if interrupted, 143 if terminated (SIGTERM).",
 )
 
 # %% ../../nbs/60_cli.ipynb #6e507b20

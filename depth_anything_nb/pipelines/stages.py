@@ -394,11 +394,16 @@ class EvalConfig(StageConfig):
     encoder: str | None = None  # registered encoder name, when the file cannot tell (official files: by shape)
     max_depth: float = 0.0  # metric checkpoints: 20 | 80; 0: relative (or what the file records)
     input_size: int | None = None  # 518 for the released models
-    benchmarks: dict | None = None  # {name: reader kwargs}; None: procedural held-out sets + Motorcycle
+    benchmarks: dict | None = None  # {name: reader kwargs}; None or {}: procedural held-out sets + Motorcycle (paper: must be given, {} opts out)
     eval_scenes: int | None = None
     max_eval_images: int | None = None
     real_gap: float = 1.0  # the held-out procedural "real" style's distance from the synthetic one (0…1)
     baselines: bool = True  # constant and mean-disparity-map predictors beside the model (procedural sets)
+
+    def _check(self):
+        super()._check()
+        require_for_paper(self, "benchmarks", "the benchmarks of Table 2 as {name: reader kwargs}, e.g. "
+                          "{'kitti': {'root': ...}, 'nyu': {'root': ...}}", {})
 
     def student_config(self) -> StudentConfig:
         return self._upstream(StudentConfig(preset=self.preset, seed=self.seed))
