@@ -1239,7 +1239,7 @@ def stage_main(stages: dict[str, tuple[type, Callable]], argv: list[str], launch
 
 def main(argv: list[str] | None = None) -> dict | None:
     "`python -m depth_anything_nb.stages <stage> --field value ...` (also what torchrun's ranks run)."
-    return stage_main(STAGES, list(sys.argv[1:] if argv is None else argv), "depth_anything_nb.pipelines.stages")
+    return stage_main(STAGES, list(sys.argv[1:] if argv is None else argv), "depth_anything_nb.stages")
 
 
 if __name__ == "__main__" and "__file__" in globals():  # `python -m`, not a notebook kernel
