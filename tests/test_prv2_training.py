@@ -56,25 +56,21 @@ def test_evaluate_stage_and_cli_aliases(runs):
         prv2.main(["no-such-stage"])
 
 
-def test_prv2_train_stage_keeps_its_former_name(runs, tmp_path, capsys):
-    """The stage of nbs/prv2_train.ipynb is `prv2_train`; `prv2_e2e` (its former name) still runs it, and a finished
-    run under runs/prv2_e2e/ is found and reused rather than retrained."""
-    import shutil
-
+def test_prv2_train_stage_answers_to_its_former_name(runs, capsys):
+    """The stage of nbs/prv2_train.ipynb is `prv2_train`; `prv2_e2e` (its former name) is a command-line alias that
+    runs it — reusing the finished runs/prv2_train/ run. Folders under runs/prv2_e2e/ are no longer looked at (the run
+    name is the hash of the full configuration, with no list of former names; see 50_stages)."""
     root, result = runs
     assert prv2.E2EConfig.STAGE == "prv2_train" and prv2.STAGE_ALIASES["prv2_e2e"] == "prv2_train"
-    old_root = tmp_path / "runs"
-    shutil.copytree(root, old_root)
-    shutil.move(old_root / "prv2_train", old_root / "prv2_e2e")
     capsys.readouterr()
-    again = prv2.main(["prv2_e2e", "--preset", "smoke", "--out_root", str(old_root), "--progress", "false"])
+    again = prv2.main(["prv2_e2e", "--preset", "smoke", "--out_root", str(root), "--progress", "false"])
     assert again["seconds"] == result["seconds"]  # the stored metrics of the finished run, not a new training
-    assert f"reusing the finished run {old_root / 'prv2_e2e'}" in capsys.readouterr().out
-    assert not (old_root / "prv2_train").exists()
+    assert f"reusing the finished run {root / 'prv2_train'}" in capsys.readouterr().out
+    assert not (root / "prv2_e2e").exists()
 
 
 def test_two_processes_run_a_stage(tmp_path):
-    "nproc=2: `run_stage` launches `torchrun -m depth_anything_nb.pipelines.prv2_stages`, whose 2 gloo ranks share the batch."
+    "nproc=2: `run_stage` launches `torchrun -m depth_anything_nb.stages`, whose 2 gloo ranks share the batch."
     from depth_anything_nb.models.prv2_model import DAv2Coarse
     from depth_anything_nb.train.trainer import read_log
 
@@ -254,10 +250,10 @@ def test_config_identity_and_errors(tmp_path):
         prv2.train_coarse(named)
 
 
-def test_upstream_seed_pins_the_runs_read_and_keeps_old_identities(tmp_path):
-    "upstream_seed re-seeds one stage while it reads the seed-0 coarse / NP runs; left at None, run folders keep their names."
+def test_upstream_seed_pins_the_runs_read(tmp_path):
+    "upstream_seed re-seeds one stage while it reads the seed-0 coarse / NP runs; like every field it is in the identity."
     base = prv2.E2EConfig(preset="smoke", out_root=str(tmp_path))
-    assert "upstream_seed" not in base.identity()
+    assert base.identity()["upstream_seed"] is None
     reseeded = dataclasses.replace(base, seed=1)
     pinned = dataclasses.replace(base, seed=1, upstream_seed=0)
     for upstream in (prv2.coarse_config, prv2.pretrain_config):

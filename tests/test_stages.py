@@ -193,14 +193,15 @@ def test_bad_labeled_samples_are_skipped_and_counted_in_training(tmp_path):
 
 
 # ------------------------------------------------------------ notebooks: parameters = config fields
-@pytest.mark.parametrize("stage", list(STAGES))
+@pytest.mark.parametrize("stage", ["train_teacher", "pseudo_label", "train_student", "finetune_metric", "evaluate"])
 def test_notebook_parameters_are_the_config_fields(stage):
+    assert STAGES[stage].notebook == stage  # the registry names the notebook that runs the stage
     nb = json.loads((ROOT / "nbs" / f"{stage}.ipynb").read_text())
     cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(cells) == 1, f"{stage}.ipynb needs exactly one cell tagged 'parameters'"
     namespace: dict = {}
     exec("".join(cells[0]["source"]), namespace)
-    cls = STAGES[stage][0]
+    cls = STAGES[stage].config
     cfg = config_from_params(cls, namespace)
     assert cfg == cls() and cfg.preset == "mini"  # defaults identical to the dataclass's
     assert set(PRESET_VALUES[cls.STAGE]) == {"smoke", "mini", "paper"}
@@ -249,7 +250,7 @@ def test_paper_preset_refuses_procedural_data_and_random_weights(tmp_path, monke
     def no_work(*a, **k):
         raise RuntimeError("the stage started working")
     monkeypatch.setattr(stages, "run_lock", no_work)  # a stage that got past its config would lock its run first
-    cls, run = STAGES[stage]
+    cls, run = STAGES[stage].config, STAGES[stage].run
     with pytest.raises(ValueError, match=rf"preset='paper'\): set {missing} "):
         run(cls(preset="paper", out_root=str(tmp_path), **fields))
     assert not any(tmp_path.iterdir())  # refused before any run folder, render cache or download
@@ -266,3 +267,69 @@ def test_paper_preset_opt_outs_are_explicit_and_honoured():
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     src = unlabeled_source(PROCEDURAL, num_images=2, size=28, seed=0)
     assert len(src) == 2 and type(src).__name__ == "ProceduralDepthDataset"
+
+
+# ---------------------------------------------------------------- one registry of stages
+def test_one_stage_registry_serves_the_command_line_prv2_and_experiments():
+    "Every stage is registered once (by its function's decorator); the entry, the PRV2 module and experiments read it."
+    from depth_anything_nb import experiments
+    from depth_anything_nb import stages as entry
+    from depth_anything_nb.pipelines import prv2_stages, stages
+
+    reg = stages.stage_registry()
+    assert reg is stages.STAGES is prv2_stages.STAGES is entry.STAGES
+    assert set(reg) == {"train_teacher", "pseudo_label", "train_student", "finetune_metric", "evaluate",
+                        "prv2_coarse", "prv2_pretrain", "prv2_train", "prv2_finetune_real", "prv2_evaluate"}
+    assert reg["prv2_train"].run is prv2_stages.train_e2e and reg["prv2_train"].config is prv2_stages.E2EConfig
+    assert all(s.name == s.config.STAGE for s in reg.values())
+    notebooks = stages.notebook_stages()
+    assert set(notebooks) == {"train_teacher", "pseudo_label", "train_student", "finetune_metric", "evaluate",
+                              "prv2_pretrain", "prv2_train", "prv2_finetune_real"}
+    assert all((ROOT / "nbs" / f"{name}.ipynb").is_file() for name in notebooks)
+    assert experiments.PRESETS is stages.PRESETS  # the presets are defined once
+    assert (experiments.stage_run_dir("prv2_train", {"seed": 3}, "smoke", "/x")
+            == prv2_stages.E2EConfig(preset="smoke", seed=3, out_root="/x").resolved().run_dir())
+    assert stages.STAGE_ALIASES["prv2_e2e"] == stages.STAGE_ALIASES["e2e"] == "prv2_train"
+    assert stages.resolve_stage("evaluate") == "evaluate"  # an alias never hides a stage of another entry
+    assert stages.resolve_stage("evaluate", "depth_anything_nb.pipelines.prv2_stages") == "prv2_evaluate"
+    with pytest.raises(SystemExit, match="prv2_train"):
+        stages.stage_main(["no-such-stage"])
+
+
+def test_run_name_is_the_hash_of_the_whole_configuration(tmp_path):
+    "Every field but the run-time ones names a run (no fields left out for older folders, no former stage names)."
+    from depth_anything_nb.pipelines.stages import RUNTIME_FIELDS, StageConfig, stage_registry
+
+    for stage in stage_registry().values():
+        cls = stage.config
+        fields = {f.name for f in dataclasses.fields(cls)} - set(RUNTIME_FIELDS) - set(getattr(cls, "NOT_READ", ()))
+        cfg = cls(preset="mini", out_root=str(tmp_path))
+        assert set(cfg.identity()) == fields, stage.name
+        assert cfg.run_dir() == tmp_path / stage.name / f"mini-{cfg.digest()}"
+    assert not hasattr(StageConfig, "LATER_DEFAULTS") and not hasattr(StageConfig, "FORMER_STAGES")
+    a = StudentConfig(preset="smoke")
+    assert a.digest() != dataclasses.replace(a, with_labeled=True).digest() != dataclasses.replace(a, labeled={}).digest()
+
+
+def test_student_model_depth_is_the_depth_anything_v2_forward():
+    "StudentModel runs the model's own encode/decode (no copy of `forward`): depth identical, alignment on the side."
+    from depth_anything_nb.pipelines.stages import StudentModel, new_model
+
+    x = torch.randn(2, 3, 28, 42, generator=torch.Generator().manual_seed(0))
+    for max_depth in (None, 20.0):
+        net = new_model("mini-s", output_bias=1.0, max_depth=max_depth, seed=0).eval()
+        student = StudentModel(net, target_dim=24)
+        with torch.no_grad():
+            depth, align = student(x)
+            assert align is None and torch.equal(depth, net(x))
+            depth, align = student(x, torch.randn(2, 6, 24))  # target tokens of a 2×3 patch grid
+            assert torch.equal(depth, net(x)) and align.ndim == 0 and torch.isfinite(align)
+
+    class Doubled(DepthAnythingV2):  # a model whose head half differs: the student must follow it
+        def decode(self, layers, grid, return_features=False):
+            return 2 * super().decode(layers, grid, return_features)
+
+    doubled = Doubled.from_config("mini-s", max_depth=net.max_depth)
+    doubled.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(StudentModel(doubled.eval())(x)[0], 2 * net(x))

@@ -23,30 +23,18 @@ from pathlib import Path
 
 from ..core.extras import optional
 from ..core.files import atomic_path, atomic_write_json, atomic_write_text
-from ..pipelines.stages import project_root, runs_root
+from ..pipelines.stages import PRESETS, notebook_stages, project_root, runs_root
 
 # %% auto #0
-__all__ = ['STAGE_NOTEBOOKS', 'PRESETS', 'RESULT', 'ERROR', 'VERDICT_TAG', 'Cell', 'stage_run_dir', 'table_dir', 'notebooks_dir',
-           'run_cell', 'flatten_numbers', 'run_grid', 'smoke_settings', 'seed_variants', 'seed_noise',
-           'relative_margin', 'beyond_noise', 'side_by_side', 'write_table', 'table_notebooks', 'run_tables',
-           'grid_status', 'table_verdicts', 'main']
+__all__ = ['RESULT', 'ERROR', 'VERDICT_TAG', 'Cell', 'stage_run_dir', 'table_dir', 'notebooks_dir', 'run_cell', 'flatten_numbers',
+           'run_grid', 'smoke_settings', 'seed_variants', 'seed_noise', 'relative_margin', 'beyond_noise',
+           'side_by_side', 'write_table', 'table_notebooks', 'run_tables', 'grid_status', 'table_verdicts', 'main']
 
 # %% ../../nbs/70_experiments.ipynb #0ea81989
 # optional packages (see 01_core_extras): their first use names the extra to install
 pd = optional("pandas", "experiments")
 
 # %% ../../nbs/70_experiments.ipynb #3411a416
-STAGE_NOTEBOOKS: dict[str, str] = {  # stage notebook in nbs/ → its configuration class ("module:Class")
-    "train_teacher": "depth_anything_nb.pipelines.stages:TeacherConfig",
-    "pseudo_label": "depth_anything_nb.pipelines.stages:PseudoLabelConfig",
-    "train_student": "depth_anything_nb.pipelines.stages:StudentConfig",
-    "finetune_metric": "depth_anything_nb.pipelines.stages:MetricConfig",
-    "evaluate": "depth_anything_nb.pipelines.stages:EvalConfig",
-    "prv2_pretrain": "depth_anything_nb.pipelines.prv2_stages:PretrainConfig",
-    "prv2_train": "depth_anything_nb.pipelines.prv2_stages:E2EConfig",
-    "prv2_finetune_real": "depth_anything_nb.pipelines.prv2_stages:FinetuneRealConfig",
-}
-PRESETS = ("smoke", "mini", "paper")
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -54,7 +42,7 @@ _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 class Cell:
     "One cell of a table: a stage notebook run with some parameters, and its place in the table."
     key: str  # unique in the table; becomes a folder name (letters, digits, - _ .)
-    notebook: str  # a notebook in nbs/ without .ipynb (a stage notebook of STAGE_NOTEBOOKS, or any notebook)
+    notebook: str  # a notebook in nbs/ without .ipynb (a stage notebook of `notebook_stages()`, or any notebook)
     parameters: dict = field(default_factory=dict)  # papermill parameters of that notebook
     labels: dict = field(default_factory=dict)  # e.g. {"encoder": "vits", "data": "synthetic + pseudo"}
 
@@ -64,15 +52,13 @@ class Cell:
 
 
 def _config_class(notebook: str):
-    import importlib
-    module, name = STAGE_NOTEBOOKS[notebook].split(":")
-    return getattr(importlib.import_module(module), name)
+    return notebook_stages()[notebook].config
 
 
 def stage_run_dir(notebook: str, parameters: dict, preset: str, out_root: str = "") -> Path:
     "The run folder the stage notebook `notebook` uses for these parameters (what its parameters cell would build)."
-    if notebook not in STAGE_NOTEBOOKS:
-        raise KeyError(f"{notebook!r} is not a stage notebook with a run folder; known: {sorted(STAGE_NOTEBOOKS)}")
+    if notebook not in notebook_stages():
+        raise KeyError(f"{notebook!r} is not a stage notebook with a run folder; known: {sorted(notebook_stages())}")
     cls = _config_class(notebook)
     names = {f.name for f in dataclasses.fields(cls)}
     given = {"preset": preset, "out_root": str(out_root), **parameters}
@@ -112,7 +98,7 @@ def _cell_parameters(cell: Cell, preset: str, out_root: str, threads: int, cell_
     params = {"preset": preset, "out_root": str(runs_root(out_root)), "progress": False, **cell.parameters}
     if threads and "threads" not in cell.parameters:
         params["threads"] = threads
-    if cell.notebook not in STAGE_NOTEBOOKS:
+    if cell.notebook not in notebook_stages():
         params["cell_dir"] = str(cell_dir)
         params.pop("threads", None), params.pop("progress", None)
     return params
@@ -158,7 +144,7 @@ def run_cell(table: str, cell: Cell, preset: str = "mini", out_root: str = "", t
         message = f"{cell.notebook}.ipynb exited with {code} after {seconds} s; see {cell_dir / 'failed.ipynb'}\n{tail}"
         atomic_write_text(cell_dir / ERROR, message)
         return {"labels": cell.labels, "error": message.splitlines()[0]}
-    if cell.notebook in STAGE_NOTEBOOKS:
+    if cell.notebook in notebook_stages():
         run_dir = stage_run_dir(cell.notebook, cell.parameters, preset, out_root)
     else:
         run_dir = cell_dir

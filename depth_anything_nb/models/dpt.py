@@ -207,17 +207,24 @@ class DepthAnythingV2(nn.Module):
                              f"with depth_anything_nb.models.preprocess.fit_size / prepare_image")
         return h // p, w // p
 
-    def forward(self, x: torch.Tensor, return_features: bool = False):
-        "Depth (B, H, W) for images (B, 3, H, W); with `return_features`, also the DPT maps as a dict."
-        patch_h, patch_w = self.patch_grid(x)
-        layers = self.pretrained.get_intermediate_layers(x, self.intermediate_layer_idx[self.encoder],
-                                                         return_class_token=True)
-        out = self.depth_head(layers, patch_h, patch_w, return_features=return_features)
+    def encode(self, x: torch.Tensor) -> tuple[list, tuple[int, int]]:
+        "The encoder half of `forward`: the four (patch tokens, class token) pairs the head reads, and the patch grid."
+        grid = self.patch_grid(x)
+        return self.pretrained.get_intermediate_layers(x, self.intermediate_layer_idx[self.encoder],
+                                                       return_class_token=True), grid
+
+    def decode(self, layers: list, grid: tuple[int, int], return_features: bool = False):
+        "The head half of `forward`: depth (B, H, W) from `encode`'s layers (× max_depth for metric models)."
+        out = self.depth_head(layers, *grid, return_features=return_features)
         depth, maps = out if return_features else (out, None)
         depth = depth.squeeze(1)
         if self.max_depth is not None:
             depth = depth * self.max_depth
         return (depth, maps) if return_features else depth
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        "Depth (B, H, W) for images (B, 3, H, W); with `return_features`, also the DPT maps as a dict."
+        return self.decode(*self.encode(x), return_features=return_features)
 
     def infer_image(self, raw_image: np.ndarray, input_size: int = 518) -> np.ndarray:
         "Official single-image inference: HxWx3 BGR uint8 → HxW float32 depth (see `depth_anything_nb.models.inference`)."

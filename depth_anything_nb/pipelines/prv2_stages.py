@@ -30,24 +30,26 @@ from ..data.prv2 import (HELDOUT_SEED, PRV2TrainingSet, RealDomainGT, RealGT, hi
                                          write_offline_pseudo_labels)
 from ..models.prv2_model import DAv2Coarse, PatchRefiner, PRV1Refiner
 from ..models.prv2_refiner import PRV2Refiner, RefinerConfig
-from .stages import (PRESETS, RANDOM_INIT, RUNTIME_FIELDS, StageConfig, _atomic_json, cache_dir,
+from .stages import (PRESETS, RANDOM_INIT, RUNTIME_FIELDS, STAGE_ALIASES, STAGES, StageConfig,
+                                     _atomic_json, cache_dir, register_stage, run_stage, stage_registry,
                                      config_from_params, finished_run, loss_figure, project_root, require_for_paper,
                                      run_lock, runs_root, save_figure)
 from ..train.trainer import Trainer, TrainConfig, atomic_save, read_state_dict
 
 # %% auto #0
 __all__ = ['PRESET_VALUES', 'PAPER_REFINER_VALUES', 'PR_V1', 'DERIVE', 'PSEUDO_LABEL_LOSSES', 'BOUNDARY_KEYS', 'REPORT_KEYS',
-           'LOWER_IS_BETTER', 'STAGES', 'STAGE_ALIASES', 'PRV2Config', 'TrainFields', 'CoarseConfig', 'PretrainConfig',
-           'E2EConfig', 'FinetuneRealConfig', 'EvaluateConfig', 'coarse_config', 'pretrain_config', 'teacher_config',
-           'teacher_path', 'real_config', 'training_scenes', 'heldout_scenes', 'training_set', 'prerender',
-           'coarse_arch', 'refiner_config', 'build_coarse', 'build_model', 'save_model', 'load_model',
-           'NoisyPretraining', 'WholeImageLoss', 'PatchLoss', 'pseudo_label_loss', 'DSDPatchLoss',
-           'procedural_protocol', 'eval_protocol', 'image_tensor', 'coarse_predictor', 'refined_predictor',
-           'pseudo_label_predictor', 'noisy_pretraining_predictor', 'patchrefiner_predictors', 'predictors_for',
-           'gt_boundaries', 'evaluate_predictors', 'metrics_table', 'run_stage', 'train_config', 'scale_weight_decay',
-           'report', 'train_coarse', 'noisy_pretrain', 'patchrefiner_arch', 'e2e_lr_mult', 'compare', 'train_e2e',
-           'boundary_figure', 'finetune_real', 'evaluate', 'main', 'PRESETS', 'RUNTIME_FIELDS', 'project_root',
-           'runs_root', 'cache_dir', 'run_lock', 'finished_run', 'config_from_params', 'loss_figure', 'save_figure']
+           'LOWER_IS_BETTER', 'PRV2Config', 'TrainFields', 'CoarseConfig', 'PretrainConfig', 'E2EConfig',
+           'FinetuneRealConfig', 'EvaluateConfig', 'coarse_config', 'pretrain_config', 'teacher_config', 'teacher_path',
+           'real_config', 'training_scenes', 'heldout_scenes', 'training_set', 'prerender', 'coarse_arch',
+           'refiner_config', 'build_coarse', 'build_model', 'save_model', 'load_model', 'NoisyPretraining',
+           'WholeImageLoss', 'PatchLoss', 'pseudo_label_loss', 'DSDPatchLoss', 'procedural_protocol', 'eval_protocol',
+           'image_tensor', 'coarse_predictor', 'refined_predictor', 'pseudo_label_predictor',
+           'noisy_pretraining_predictor', 'patchrefiner_predictors', 'predictors_for', 'gt_boundaries',
+           'evaluate_predictors', 'metrics_table', 'train_config', 'scale_weight_decay', 'report', 'train_coarse',
+           'noisy_pretrain', 'patchrefiner_arch', 'e2e_lr_mult', 'compare', 'train_e2e', 'boundary_figure',
+           'finetune_real', 'evaluate', 'main', 'PRESETS', 'RUNTIME_FIELDS', 'project_root', 'runs_root', 'cache_dir',
+           'run_lock', 'finished_run', 'config_from_params', 'loss_figure', 'save_figure', 'run_stage', 'STAGES',
+           'STAGE_ALIASES']
 
 # %% ../../nbs/51_prv2_stages.ipynb #eecf55ee
 _WORLD = {
@@ -122,7 +124,6 @@ class PRV2Config(StageConfig):
     "Fields every PRV2 stage shares (after `StageConfig`'s); `None` means: the preset's value."
 
     PRESET_VALUES: ClassVar[dict[str, dict[str, dict]]] = PRESET_VALUES
-    LATER_DEFAULTS: ClassVar[dict] = {"upstream_seed": None, "rotate": 0.0}
     # the seed of the runs this stage reads (coarse model, NP refiner, teacher); None: `seed`. A table varies only
     # this stage's seed with it (seed noise of one stage, the upstream runs shared)
     upstream_seed: int | None = None
@@ -186,7 +187,7 @@ class PRV2Config(StageConfig):
 
     def run(self) -> dict | None:
         "Run the stage of this config (reusing a finished run)."
-        return STAGES[self.STAGE][1](self)
+        return stage_registry()[self.STAGE].run(self)
 
 
 @dataclass
@@ -239,7 +240,6 @@ class E2EConfig(PRV2Config, TrainFields):
     "Stage c: coarse + refiner end-to-end on patches."
 
     STAGE: ClassVar[str] = "prv2_train"  # the stage of nbs/prv2_train.ipynb
-    FORMER_STAGES: ClassVar[tuple[str, ...]] = ("prv2_e2e",)  # its name before: runs/prv2_e2e/<run> are reused
     np_load: str = "all"  # noisy-pretrained refiner weights: "all" (★), "encoder" (⑧) or "none" (④, ⑨)
     train_coarse: bool = True  # False: coarse frozen (Table 4 ①/②)
     encoder_lr_mult: float | None = None  # refiner encoder lr × (official 0.1)
@@ -249,8 +249,6 @@ class E2EConfig(PRV2Config, TrainFields):
     np_model: str = ""  # a noisy-pretrained refiner model.pt to load instead of this config's prv2_pretrain run
     np_domain: str = ""  # the domain of the prv2_pretrain run it loads ("": its own; the official real-domain
                          # DAv2 models load the UnrealStereo4K NP weights, e.g. `plus_eff_kitti_*.py`)
-
-    LATER_DEFAULTS: ClassVar[dict] = {**PRV2Config.LATER_DEFAULTS, "np_model": "", "np_domain": ""}
 
     def _check(self):
         super()._check()
@@ -285,9 +283,6 @@ class FinetuneRealConfig(PRV2Config, TrainFields):
                                      # model + noisy-pretrained refiner; official, paper) | "teacher" (mini)
     real_epochs: int | None = None  # epochs of the real-domain training (official 24; give it or real_steps)
     np_model: str = ""  # "coarse_np": the noisy-pretrained refiner (official: the UnrealStereo4K one); "": derived
-
-    LATER_DEFAULTS: ClassVar[dict] = {**PRV2Config.LATER_DEFAULTS, "teacher": "prv2", "teacher_model": "",
-                                      "student_init": "teacher", "real_epochs": None, "np_model": ""}
 
     @property
     def real_stage(self) -> bool:
@@ -647,16 +642,7 @@ def metrics_table(results: dict[str, dict], keys=REPORT_KEYS) -> str:
 
 # %% ../../nbs/51_prv2_stages.ipynb #d12e2874
 _all_ = ["PRESETS", "RUNTIME_FIELDS", "project_root", "runs_root", "cache_dir", "run_lock", "finished_run",
-         "config_from_params", "loss_figure", "save_figure"]  # the stage machinery of 50_stages, exported from here too
-
-_CHILD_FLAG = "DEPTH_ANYTHING_NB_PRV2_RANK"  # set for the ranks of a torchrun that `run_stage` launched
-
-
-def run_stage(config: PRV2Config, body: Callable, finish: Callable, prepare: Callable | None = None) -> dict | None:
-    "`stages.run_stage` with this module as the torchrun launcher (its `main` knows the PRV2 stages)."
-    return stages.run_stage(config, body, finish, prepare, launcher="depth_anything_nb.pipelines.prv2_stages",
-                            child_flag=_CHILD_FLAG)
-
+         "config_from_params", "loss_figure", "save_figure", "run_stage", "STAGES", "STAGE_ALIASES"]  # the stage machinery of 50_stages, exported from here too
 
 def train_config(cfg: PRV2Config, run_dir: Path, lr_mult: dict | None = None) -> TrainConfig:
     "The trainer's configuration for a stage: AdamW + OneCycle per step, the stage's global batch split over ranks."
@@ -727,6 +713,7 @@ def _finish(cfg: PRV2Config, run_dir: Path) -> dict:
     return {"model": str(run_dir / "model.pt"), **report(cfg, run_dir, load_model(run_dir / "model.pt"))}
 
 
+@register_stage(CoarseConfig, aliases=("coarse",))
 def train_coarse(config: CoarseConfig | None = None, **overrides) -> dict | None:
     "Stage a: train (or fine-tune) the coarse DAv2 metric model; runs/prv2_coarse/<run>/."
     cfg = dataclasses.replace(config or CoarseConfig(), **overrides)
@@ -744,6 +731,7 @@ def _pretrain_body(cfg: PretrainConfig, run_dir: Path):
                    {"kind": "np_refiner", "refiner": dataclasses.asdict(refiner_config(cfg))})
 
 
+@register_stage(PretrainConfig, notebook="prv2_pretrain", aliases=("pretrain", "np"))
 def noisy_pretrain(config: PretrainConfig | None = None, **overrides) -> dict | None:
     "Stage b: Noisy Pretraining of the refiner branch; runs/prv2_pretrain/<run>/."
     cfg = dataclasses.replace(config or PretrainConfig(), **overrides)
@@ -812,6 +800,7 @@ def compare(after: dict, before: dict, keys=REPORT_KEYS) -> dict:
     return out
 
 
+@register_stage(E2EConfig, notebook="prv2_train", aliases=("e2e", "train", "prv2_e2e"))  # prv2_e2e: its former name
 def train_e2e(config: E2EConfig | None = None, **overrides) -> dict | None:
     "Stage c: end-to-end training of coarse + refiner on patches; runs/prv2_train/<run>/."
     cfg = dataclasses.replace(config or E2EConfig(), **overrides)
@@ -894,6 +883,7 @@ def _dsd_finish(cfg: FinetuneRealConfig, run_dir: Path) -> dict:
     return {"model": str(run_dir / "model.pt"), **report(cfg, run_dir, models["DSD"], predictors)}
 
 
+@register_stage(FinetuneRealConfig, notebook="prv2_finetune_real", aliases=("finetune_real", "dsd"))
 def finetune_real(config: FinetuneRealConfig | None = None, **overrides) -> dict | None:
     "Stage d: DSD fine-tuning on the real domain; runs/prv2_finetune_real/<run>/."
     cfg = dataclasses.replace(config or FinetuneRealConfig(), **overrides)
@@ -909,29 +899,17 @@ def _evaluate_finish(cfg: EvaluateConfig, run_dir: Path) -> dict:
     return {"model": str(path), **report(cfg, run_dir, load_model(path))}
 
 
+@register_stage(EvaluateConfig, aliases=("evaluate",))
 def evaluate(config: EvaluateConfig | None = None, **overrides) -> dict | None:
     "Stage e: evaluate a PRV2 model on held-out high-resolution images; runs/prv2_evaluate/<run>/."
     cfg = dataclasses.replace(config or EvaluateConfig(), **overrides)
     return run_stage(cfg, lambda cfg, run_dir: None, _evaluate_finish, _prepare_scenes)
 
 # %% ../../nbs/51_prv2_stages.ipynb #2152983b
-STAGES: dict[str, tuple[type, Callable]] = {
-    "prv2_coarse": (CoarseConfig, train_coarse),
-    "prv2_pretrain": (PretrainConfig, noisy_pretrain),
-    "prv2_train": (E2EConfig, train_e2e),
-    "prv2_finetune_real": (FinetuneRealConfig, finetune_real),
-    "prv2_evaluate": (EvaluateConfig, evaluate),
-}
-STAGE_ALIASES = {"coarse": "prv2_coarse", "pretrain": "prv2_pretrain", "np": "prv2_pretrain", "e2e": "prv2_train",
-                 "prv2_e2e": "prv2_train", "train": "prv2_train", "finetune_real": "prv2_finetune_real", "dsd": "prv2_finetune_real",
-                 "evaluate": "prv2_evaluate"}
-
-
-
 def main(argv: list[str] | None = None) -> dict | None:
-    "`python -m depth_anything_nb.pipelines.prv2_stages <stage> --field value ...` (also what torchrun's ranks run)."
-    return stages.stage_main(STAGES, list(sys.argv[1:] if argv is None else argv), "depth_anything_nb.pipelines.prv2_stages",
-                             STAGE_ALIASES)
+    "`python -m depth_anything_nb.pipelines.prv2_stages <stage> --field value ...`: `stage_main` of the one registry."
+    prog = "depth_anything_nb.pipelines.prv2_stages"  # its aliases (`evaluate`, `e2e`, ...) mean its own stages here
+    return stages.stage_main(list(sys.argv[1:] if argv is None else argv), prog, scope=prog)
 
 
 if __name__ == "__main__" and "__file__" in globals():  # `python -m`, not a notebook kernel

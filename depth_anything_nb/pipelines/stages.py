@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import fcntl
 import hashlib
+import importlib
 import json
 import os
 import sys
@@ -47,12 +48,13 @@ from ..data.transforms import StrongAugment, TrainTransform, cutmix
 
 # %% auto #0
 __all__ = ['MINI_ENCODERS', 'PRESETS', 'RUNTIME_FIELDS', 'PRESET_VALUES', 'PROCEDURAL', 'RANDOM_INIT', 'READERS', 'HELDOUT_SEED',
-           'STAGES', 'stage_encoder', 'project_root', 'runs_root', 'StageConfig', 'require_for_paper',
-           'config_from_params', 'TrainingStageConfig', 'TeacherConfig', 'PseudoLabelConfig', 'StudentConfig',
-           'MetricConfig', 'EvalConfig', 'cache_dir', 'labeled_dataset', 'unlabeled_source', 'source_keys', 'prerender',
-           'with_target', 'TrainingView', 'CutMixView', 'RelativeLoss', 'StudentModel', 'StudentLoss', 'MetricLoss',
-           'save_model', 'load_depth_model', 'load_encoder_weights', 'new_model', 'run_lock', 'finished_run',
-           'run_stage', 'eval_sets_for', 'loss_figure', 'save_figure', 'relative_report', 'train_teacher',
+           'STAGES', 'STAGE_ALIASES', 'STAGE_MODULES', 'stage_encoder', 'project_root', 'runs_root', 'StageConfig',
+           'require_for_paper', 'config_from_params', 'TrainingStageConfig', 'TeacherConfig', 'PseudoLabelConfig',
+           'StudentConfig', 'MetricConfig', 'EvalConfig', 'cache_dir', 'labeled_dataset', 'unlabeled_source',
+           'source_keys', 'prerender', 'with_target', 'TrainingView', 'CutMixView', 'RelativeLoss', 'StudentModel',
+           'StudentLoss', 'MetricLoss', 'save_model', 'load_depth_model', 'load_encoder_weights', 'new_model',
+           'run_lock', 'finished_run', 'run_stage', 'Stage', 'register_stage', 'stage_registry', 'resolve_stage',
+           'notebook_stages', 'eval_sets_for', 'loss_figure', 'save_figure', 'relative_report', 'train_teacher',
            'pseudo_label', 'frozen_encoder', 'FlaggedViews', 'student_views', 'train_student',
            'show_metric_predictions', 'finetune_metric', 'evaluate', 'stage_main', 'main']
 
@@ -149,11 +151,6 @@ class StageConfig:
 
     STAGE: ClassVar[str] = ""
     PRESET_VALUES: ClassVar[dict[str, dict[str, dict]]] = PRESET_VALUES  # {stage: {preset: {field: value}}}
-    # fields added after runs existed: left out of the identity while at these values, so older run folders keep
-    # their names (and are reused)
-    LATER_DEFAULTS: ClassVar[dict] = {}
-    # names this stage had before (a renamed stage): their run folders are still found and reused
-    FORMER_STAGES: ClassVar[tuple[str, ...]] = ()
     preset: str = "mini"  # "smoke" | "mini" | "paper"
     run_name: str = ""  # runs/<stage>/<run_name>/; "" → "<preset>-<hash of the configuration>"
     out_root: str = ""  # "" → <project>/runs (or $DEPTH_ANYTHING_RUNS)
@@ -179,19 +176,14 @@ class StageConfig:
             raise ValueError(f"nproc must be >= 1, got {self.nproc}")
 
     def identity(self) -> dict:
-        "The resolved fields that determine the results (run-time fields left out)."
-        d = dataclasses.asdict(self.resolved())
-        return {k: v for k, v in d.items() if k not in RUNTIME_FIELDS
-                and not (k in self.LATER_DEFAULTS and v == self.LATER_DEFAULTS[k])}
+        "Every resolved field but the run-time ones: what determines the results, and so the run's name."
+        return {k: v for k, v in dataclasses.asdict(self.resolved()).items() if k not in RUNTIME_FIELDS}
 
     def digest(self) -> str:
         return hashlib.sha1(json.dumps(self.identity(), sort_keys=True, default=str).encode()).hexdigest()[:8]
 
     def run_dir(self) -> Path:
-        name = self.run_name or f"{self.preset}-{self.digest()}"
-        root = runs_root(self.out_root)
-        former = [root / stage / name for stage in self.FORMER_STAGES if (root / stage / name).is_dir()]
-        return former[0] if former and not (root / self.STAGE / name).exists() else root / self.STAGE / name
+        return runs_root(self.out_root) / self.STAGE / (self.run_name or f"{self.preset}-{self.digest()}")
 
     def upstream(self) -> None:
         "Produce the runs this stage reads (called before training, outside torchrun)."
@@ -302,7 +294,6 @@ class StudentConfig(TrainingStageConfig):
     "Stage 3 (DAv2 §5, §7.4): a student trained purely on pseudo-labelled images."
 
     STAGE: ClassVar[str] = "train_student"
-    LATER_DEFAULTS: ClassVar[dict] = {"with_labeled": False, "labeled": None}
     encoder: str = "vits"  # vits | vitb | vitl | vitg
     labels: str = ""  # a pseudo-label store; "" → the pseudo_label run of this preset (made if missing)
     unlabeled: str | None = None  # the images the labels belong to (None: procedural "real" style)
@@ -354,6 +345,8 @@ class StudentConfig(TrainingStageConfig):
             pseudo_label(self.pseudo_label_config())
         if self.align_to == "teacher":  # the teacher's encoder is the alignment target
             self.pseudo_label_config().upstream()
+        if self.compare_synthetic_only:  # Table 5's first row, the baseline the student's report is compared with
+            train_teacher(self.synthetic_only_config())
 
 # %% ../../nbs/50_stages.ipynb #e7005e30
 @dataclass
@@ -557,12 +550,8 @@ class StudentModel(nn.Module):
         self.align = FeatureAlignmentLoss(model.pretrained.embed_dim, target_dim, threshold) if target_dim else None
 
     def forward(self, x: torch.Tensor, target_tokens: torch.Tensor | None = None):
-        m = self.model
-        ph, pw = m.patch_grid(x)
-        layers = m.pretrained.get_intermediate_layers(x, m.intermediate_layer_idx[m.encoder], return_class_token=True)
-        depth = m.depth_head(layers, ph, pw).squeeze(1)
-        if m.max_depth is not None:
-            depth = depth * m.max_depth
+        layers, grid = self.model.encode(x)  # `DepthAnythingV2.forward` in its two halves, the tokens kept between
+        depth = self.model.decode(layers, grid)
         if target_tokens is None or self.align is None:
             return depth, None
         return depth, self.align(layers[-1][0], target_tokens)
@@ -696,12 +685,11 @@ def finished_run(config: StageConfig) -> dict | None:
 _CHILD_FLAG = "DEPTH_ANYTHING_NB_STAGE_RANK"  # set for the ranks of a torchrun that `run_stage` launched
 
 
-def run_stage(config: StageConfig, body: Callable, finish: Callable, prepare: Callable | None = None, *,
-              launcher: str = "depth_anything_nb.pipelines.stages", child_flag: str = _CHILD_FLAG) -> dict | None:
+def run_stage(config: StageConfig, body: Callable, finish: Callable, prepare: Callable | None = None) -> dict | None:
     "Resolve, reuse or lock, make upstream runs, `prepare`, run `body` here or under torchrun, then `finish` (see above)."
     cfg = config.resolved()
     run_dir = cfg.run_dir()
-    if launched_by_torchrun() and os.environ.get(child_flag):  # a rank of the torchrun `run_stage` launched
+    if launched_by_torchrun() and os.environ.get(_CHILD_FLAG):  # a rank of the torchrun `run_stage` launched
         _set_threads(cfg)
         body(cfg, run_dir)
         return None
@@ -724,8 +712,8 @@ def run_stage(config: StageConfig, body: Callable, finish: Callable, prepare: Ca
         if cfg.nproc > 1:
             # the ranks get the caller's fields (not nproc: they are the processes, and torchrun would take
             # `--nproc` for an abbreviation of its own `--nproc_per_node`)
-            launch_torchrun(launcher, [cfg.STAGE, *config_to_argv(dataclasses.replace(config, nproc=1))],
-                            nproc_per_node=cfg.nproc, env={**os.environ, child_flag: "1"})
+            launch_torchrun("depth_anything_nb.stages", [cfg.STAGE, *config_to_argv(dataclasses.replace(config, nproc=1))],
+                            nproc_per_node=cfg.nproc, env={**os.environ, _CHILD_FLAG: "1"})
         else:
             _set_threads(cfg)
             body(cfg, run_dir)
@@ -795,6 +783,56 @@ def _bad_data(run_dir: Path) -> dict:
         out["events"] += d["events"]
         out["files"].update(d["files"])
     return out
+
+# %% ../../nbs/50_stages.ipynb #536e5205
+@dataclass(frozen=True)
+class Stage:
+    "A registered stage: its name (runs/<name>/), config class, stage function, notebook in nbs/ and module."
+
+    name: str
+    config: type
+    run: Callable[..., dict | None]
+    notebook: str = ""  # the papermill notebook that runs it ("": none)
+    module: str = ""
+    aliases: tuple[str, ...] = ()  # short names; within `module`'s own command line they win over other stages' names
+
+
+STAGES: dict[str, Stage] = {}  # name → Stage, filled by `register_stage`
+STAGE_ALIASES: dict[str, str] = {}  # other names every command line accepts → stage name (never a stage's name)
+STAGE_MODULES = ("depth_anything_nb.pipelines.stages", "depth_anything_nb.pipelines.prv2_stages")
+
+
+def register_stage(config: type, notebook: str = "", aliases: tuple[str, ...] = ()):
+    "Decorator: register the stage function under `config.STAGE`, with its notebook and command-line aliases."
+    def register(fn: Callable) -> Callable:
+        STAGES[config.STAGE] = Stage(config.STAGE, config, fn, notebook, fn.__module__, tuple(aliases))
+        STAGE_ALIASES.update({a: config.STAGE for a in aliases if a not in STAGES})
+        return fn
+    return register
+
+
+def _engine():
+    "This module as the package holds it (with every stage module imported, so that all stages are registered)."
+    for name in STAGE_MODULES:
+        importlib.import_module(name)
+    return sys.modules[STAGE_MODULES[0]]
+
+
+def stage_registry() -> dict[str, Stage]:
+    "Every stage of the package, by name."
+    return _engine().STAGES
+
+
+def resolve_stage(name: str, scope: str = "") -> str | None:
+    "The stage `name` means: an alias of a stage of module `scope`, else a stage name, else any alias (None: unknown)."
+    stages = stage_registry()
+    own = {a: s.name for s in stages.values() if scope and s.module == scope for a in s.aliases}
+    return own.get(name) or (name if name in stages else _engine().STAGE_ALIASES.get(name))
+
+
+def notebook_stages() -> dict[str, Stage]:
+    "The stages that have a notebook, by notebook name (what `experiments` runs with papermill)."
+    return {s.notebook: s for s in stage_registry().values() if s.notebook}
 
 # %% ../../nbs/50_stages.ipynb #2220e582
 def eval_sets_for(cfg, metric: bool = False) -> list[EvalSet]:
@@ -886,6 +924,7 @@ def _teacher_finish(cfg: TeacherConfig, run_dir: Path) -> dict:
             "parameters": count_parameters(model), "bad_data": _bad_data(run_dir), **report}
 
 
+@register_stage(TeacherConfig, notebook="train_teacher")
 def train_teacher(config: TeacherConfig | None = None, **overrides) -> dict | None:
     "Stage 1: train the teacher on labeled synthetic images (reuses a finished run with the same configuration)."
     cfg = dataclasses.replace(config or TeacherConfig(), **overrides)
@@ -981,6 +1020,7 @@ def _pseudo_label_finish(cfg: PseudoLabelConfig, run_dir: Path) -> dict:
             "images_per_s": sum(r["images_per_s"] for r in last), "figures": figs}
 
 
+@register_stage(PseudoLabelConfig, notebook="pseudo_label")
 def pseudo_label(config: PseudoLabelConfig | None = None, **overrides) -> dict | None:
     "Stage 2: label unlabeled images with the teacher, into a sharded, resumable store."
     cfg = dataclasses.replace(config or PseudoLabelConfig(), **overrides)
@@ -1071,9 +1111,11 @@ def _student_finish(cfg: StudentConfig, run_dir: Path) -> dict:
         tdir = pl.teacher_config().resolved().run_dir()
         models["teacher"], runs["teacher"] = load_depth_model(tdir / "model.pt"), tdir
     base = cfg.synthetic_only_config()
-    if cfg.compare_synthetic_only:
-        train_teacher(base)
+    if cfg.compare_synthetic_only:  # an upstream run (`StudentConfig.upstream`): made before the student, read here
         bdir = base.resolved().run_dir()
+        if not (bdir / "model.pt").is_file():
+            raise FileNotFoundError(f"{bdir / 'model.pt'}: the synthetic-only baseline of compare_synthetic_only=True "
+                                    "is missing; under a torchrun started by hand, run its train_teacher stage first")
         models["synthetic-only"], runs["synthetic-only"] = load_depth_model(bdir / "model.pt"), bdir
     r = base.resolved()  # the mean disparity map baseline: the prior of the labeled synthetic set
     train_set = labeled_dataset(r.labeled, num_scenes=r.num_scenes, size=r.size, seed=r.seed, out_root=r.out_root)
@@ -1084,6 +1126,7 @@ def _student_finish(cfg: StudentConfig, run_dir: Path) -> dict:
             "bad_data": _bad_data(run_dir), "runs": {k: str(v) for k, v in runs.items()}, **report}
 
 
+@register_stage(StudentConfig, notebook="train_student")
 def train_student(config: StudentConfig | None = None, **overrides) -> dict | None:
     "Stage 3: train a student purely on pseudo-labelled images (making the labels, and the teacher, if missing)."
     cfg = dataclasses.replace(config or StudentConfig(), **overrides)
@@ -1155,6 +1198,7 @@ def show_metric_predictions(model: nn.Module, samples: list[dict], input_size: i
     return fig
 
 
+@register_stage(MetricConfig, notebook="finetune_metric")
 def finetune_metric(config: MetricConfig | None = None, **overrides) -> dict | None:
     "Stage 4: fine-tune a relative model's encoder to metric depth (SiLog)."
     cfg = dataclasses.replace(config or MetricConfig(), **overrides)
@@ -1205,31 +1249,23 @@ def _evaluate_finish(cfg: EvalConfig, run_dir: Path) -> dict:
     return out
 
 
+@register_stage(EvalConfig, notebook="evaluate")
 def evaluate(config: EvalConfig | None = None, **overrides) -> dict | None:
     "Stage 5: evaluate a checkpoint; writes runs/evaluate/<run_name>/metrics.json."
     cfg = dataclasses.replace(config or EvalConfig(), **overrides)
     return run_stage(cfg, _evaluate_body, _evaluate_finish)
 
 # %% ../../nbs/50_stages.ipynb #d8a08db4
-STAGES: dict[str, tuple[type, Callable]] = {
-    "train_teacher": (TeacherConfig, train_teacher),
-    "pseudo_label": (PseudoLabelConfig, pseudo_label),
-    "train_student": (StudentConfig, train_student),
-    "finetune_metric": (MetricConfig, finetune_metric),
-    "evaluate": (EvalConfig, evaluate),
-}
-
-
-def stage_main(stages: dict[str, tuple[type, Callable]], argv: list[str], launcher: str,
-               aliases: dict[str, str] | None = None) -> dict | None:
-    "`python -m <launcher> <stage> --field value ...`: run `stage` (or its alias) with the config the flags give."
-    aliases = aliases or {}
-    stage = aliases.get(argv[0], argv[0]) if argv else None
-    if stage not in stages:
-        raise SystemExit(f"usage: python -m {launcher} {{{','.join([*stages, *aliases])}}} [--field value ...]")
-    cls, fn = stages[stage]
+def stage_main(argv: list[str], prog: str = "depth_anything_nb.stages", scope: str = "") -> dict | None:
+    "`python -m <prog> <stage> --field value ...`: run a registered stage (or alias, `scope`'s first) with the config the flags give."
+    stages = stage_registry()
+    stage = resolve_stage(argv[0], scope) if argv else None
+    if stage is None:
+        names = [*stages, *_engine().STAGE_ALIASES, *(a for s in stages.values() if s.module == scope for a in s.aliases)]
+        raise SystemExit(f"usage: python -m {prog} {{{','.join(dict.fromkeys(names))}}} [--field value ...]")
+    entry = stages[stage]
     try:
-        result = fn(config_from_argv(cls, argv[1:]))
+        result = entry.run(config_from_argv(entry.config, argv[1:]))
     finally:
         cleanup_distributed()
     if result is not None:
@@ -1239,7 +1275,8 @@ def stage_main(stages: dict[str, tuple[type, Callable]], argv: list[str], launch
 
 def main(argv: list[str] | None = None) -> dict | None:
     "`python -m depth_anything_nb.stages <stage> --field value ...` (also what torchrun's ranks run)."
-    return stage_main(STAGES, list(sys.argv[1:] if argv is None else argv), "depth_anything_nb.stages")
+    # `_engine()`: the package's module and registry, also when this file runs as `__main__`
+    return _engine().stage_main(list(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__" and "__file__" in globals():  # `python -m`, not a notebook kernel
