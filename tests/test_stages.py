@@ -19,9 +19,9 @@ import torch
 from depth_anything_nb.train.distributed import config_from_argv, config_to_argv
 from depth_anything_nb.models.dpt import DepthAnythingV2
 from depth_anything_nb.data.pseudo_labels import PseudoLabelStore
-from depth_anything_nb.pipelines.stages import (PRESET_VALUES, STAGES, EvalConfig, MetricConfig, PseudoLabelConfig,
-                                      StudentConfig, TeacherConfig, config_from_params, evaluate, main,
-                                      pseudo_label, train_teacher)
+from depth_anything_nb.pipelines.dav2_stages import (PRESET_VALUES, EvalConfig, MetricConfig, PseudoLabelConfig,
+                                                     StudentConfig, TeacherConfig, evaluate, pseudo_label, train_teacher)
+from depth_anything_nb.pipelines.stages import STAGES, config_from_params, main
 from depth_anything_nb.train.trainer import read_log
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -258,7 +258,7 @@ def test_paper_preset_refuses_procedural_data_and_random_weights(tmp_path, monke
 
 
 def test_paper_preset_opt_outs_are_explicit_and_honoured():
-    from depth_anything_nb.pipelines.stages import PROCEDURAL, RANDOM_INIT, new_model, unlabeled_source
+    from depth_anything_nb.pipelines.dav2_stages import PROCEDURAL, RANDOM_INIT, new_model, unlabeled_source
     TeacherConfig(preset="paper", labeled={PROCEDURAL: {}}, init_encoder=RANDOM_INIT).resolved()
     StudentConfig(preset="paper", unlabeled=PROCEDURAL, init_encoder=RANDOM_INIT).resolved()
     PseudoLabelConfig(preset="paper", unlabeled=PROCEDURAL).resolved()
@@ -313,7 +313,7 @@ def test_run_name_is_the_hash_of_the_whole_configuration(tmp_path):
 
 def test_student_model_depth_is_the_depth_anything_v2_forward():
     "StudentModel runs the model's own encode/decode (no copy of `forward`): depth identical, alignment on the side."
-    from depth_anything_nb.pipelines.stages import StudentModel, new_model
+    from depth_anything_nb.pipelines.dav2_stages import StudentModel, new_model
 
     x = torch.randn(2, 3, 28, 42, generator=torch.Generator().manual_seed(0))
     for max_depth in (None, 20.0):

@@ -14,7 +14,7 @@ from ..core.extras import optional
 from ..data.procedural import ProceduralDepthDataset
 from . import Cell, beyond_noise, relative_margin, seed_noise, seed_variants, stage_run_dir
 from ..train.sharpness import boundary_sharpness
-from ..pipelines.stages import HELDOUT_SEED, RUNTIME_FIELDS, StudentConfig, cache_dir, load_depth_model
+from ..pipelines.dav2_stages import HELDOUT_SEED, RUNTIME_FIELDS, StudentConfig, cache_dir, load_depth_model
 
 # %% auto #0
 __all__ = ['EVAL_SETS', 'PAPER_BENCHMARK', 'METRICS', 'scores', 'table_rows', 'paper_frame', 'same_schedule', 'heldout_scenes',
