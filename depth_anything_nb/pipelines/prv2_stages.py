@@ -226,7 +226,7 @@ class PretrainConfig(PRV2Config, TrainFields):
     STAGE: ClassVar[str] = "prv2_pretrain"
     encoder_lr_mult: float | None = None  # refiner encoder lr × (official 0.1)
 
-
+# %% ../../nbs/52_prv2_stages.ipynb #a6b634f7
 PR_V1 = "pr_v1"  # refiner_encoder of the PatchRefiner V1 baseline: a copy of the trained coarse model + F2C
 DERIVE = "derive"  # teacher_model / np_model: train it from this config (on its `data`), chosen explicitly
 
@@ -263,7 +263,7 @@ class E2EConfig(PRV2Config, TrainFields):
         if self.np_load != "none" and not self.np_model:
             pretrain_config(self).run()
 
-
+# %% ../../nbs/52_prv2_stages.ipynb #64c56535
 @dataclass
 class FinetuneRealConfig(PRV2Config, TrainFields):
     "Stage d: synthetic-to-real transfer with the Detail and Scale Disentangling loss."
@@ -311,7 +311,7 @@ class FinetuneRealConfig(PRV2Config, TrainFields):
         if self.real_stage:
             real_config(self).run()
 
-
+# %% ../../nbs/52_prv2_stages.ipynb #6a635b17
 @dataclass
 class EvaluateConfig(PRV2Config):
     "Stage e: a model (model.pt of any PRV2 stage) on held-out high-resolution images with tiled inference."
