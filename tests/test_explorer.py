@@ -371,10 +371,10 @@ def test_prv2_pipeline_runs(tmp_path):
     cfg = training.E2EConfig(preset="smoke").resolved()
     runs = tmp_path / "runs"
     torch.manual_seed(2)
-    model = training.build_model(training.patchrefiner_arch(cfg)).eval()
+    model = training.model_from_arch(training.patchrefiner_arch(cfg)).eval()
     training.save_model(model, runs / "prv2_train" / "smoke-x", training.patchrefiner_arch(cfg))
     coarse_arch = training.coarse_arch(cfg)
-    training.save_model(training.build_model(coarse_arch), runs / "prv2_coarse" / "smoke-c", coarse_arch)
+    training.save_model(training.model_from_arch(coarse_arch), runs / "prv2_coarse" / "smoke-c", coarse_arch)
     (runs / "prv2_pretrain" / "smoke-n").mkdir(parents=True)  # a noisy-pretraining run: no image → depth model
     (runs / "prv2_pretrain" / "smoke-n" / "model.pt").write_bytes(b"")
     (runs / "prv2_pretrain" / "smoke-n" / "model.json").write_text(json.dumps({"kind": "np_refiner"}))

@@ -257,12 +257,16 @@ def test_paper_preset_refuses_procedural_data_and_random_weights(tmp_path, monke
 
 
 def test_paper_preset_opt_outs_are_explicit_and_honoured():
-    from depth_anything_nb.pipelines.stages import PROCEDURAL, RANDOM_INIT, new_model, unlabeled_source
+    from depth_anything_nb.models.registry import create_model
+    from depth_anything_nb.pipelines.stages import PROCEDURAL, RANDOM_INIT, _init_weights, unlabeled_source
     TeacherConfig(preset="paper", labeled={PROCEDURAL: {}}, init_encoder=RANDOM_INIT).resolved()
     StudentConfig(preset="paper", unlabeled=PROCEDURAL, init_encoder=RANDOM_INIT).resolved()
     PseudoLabelConfig(preset="paper", unlabeled=PROCEDURAL).resolved()
     EvalConfig(preset="paper", checkpoint="depth_anything_v2_vitl.pth", benchmarks={}).resolved()
-    a, b = new_model("mini-b", init_encoder=RANDOM_INIT, seed=3), new_model("mini-b", seed=3)
+    cfg = TeacherConfig(preset="paper", labeled={PROCEDURAL: {}}, init_encoder=RANDOM_INIT).resolved()
+    assert _init_weights(cfg) is None  # RANDOM_INIT: no encoder weights, like the default
+    a = create_model("mini-b", seed=3, encoder_weights=_init_weights(cfg))
+    b = create_model("mini-b", seed=3)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     src = unlabeled_source(PROCEDURAL, num_images=2, size=28, seed=0)
     assert len(src) == 2 and type(src).__name__ == "ProceduralDepthDataset"
