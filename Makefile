@@ -52,10 +52,11 @@ demo: venv
 	$(BIN)/papermill nbs/train_student.ipynb $(RUN_DIR)/train_student.ipynb -p encoder $(ENCODER) -p preset $(PRESET) --cwd nbs
 	@echo "results: $(RUN_DIR)/train_student.ipynb (and runs/train_student/*/metrics.json)"
 
-## Depth maps for the sample photos that ship with scikit-image (random weights unless CHECKPOINT is given),
-## ending with AbsRel/delta1 on the real Middlebury Motorcycle pair against its stereo ground truth.
+## Depth maps for the sample photos that ship with scikit-image (the ENCODER release by name, from the Hugging Face
+## cache, unless CHECKPOINT is given; RANDOM=1 for random weights), ending with AbsRel/delta1 on the real Middlebury
+## Motorcycle pair against its stereo ground truth.
 infer-demo: venv
-	$(BIN)/depth-anything run --sample-images --encoder $(ENCODER) --outdir $(RUN_DIR)/infer $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
+	$(BIN)/depth-anything run --sample-images --encoder $(ENCODER) --outdir $(RUN_DIR)/infer $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT),$(if $(RANDOM),--random-weights))
 
 ## JupyterLab from the project's venv (it has the widget extension, so the explorer renders on the first Run All),
 ## with the venv registered as the Jupyter kernel "depth_anything_nb"; opens nbs/explore.ipynb.

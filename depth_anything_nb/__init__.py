@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 import importlib as _importlib
 
 # Modules whose `__all__` forms the top-level API, searched in this order.
-_API_MODULES = ("models.dpt", "models.checkpoints", "models.inference", "models.preprocess")
+_API_MODULES = ("models.registry", "models.dpt", "models.checkpoints", "models.inference", "models.preprocess")
 
 
 def __getattr__(name: str):

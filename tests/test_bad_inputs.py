@@ -224,7 +224,7 @@ def signalled_run(tmp, sig: int, exit_code: int, word: str) -> Case:
 
     # random vits weights at the official 518 input: slow enough (about a second an image) to be interrupted
     return Case(["run", "--img-path", str(tmp / "in"), "--outdir", str(tmp / "out"), "--encoder", "vits",
-                 "--batch-size", "1"], exit_code, [word], subprocess=True, during=send, check=check)
+                 "--random-weights", "--batch-size", "1"], exit_code, [word], subprocess=True, during=send, check=check)
 
 
 @case
@@ -574,7 +574,7 @@ def temporary_of_a_killed_writer_is_removed(tmp, tiny):
 def kill_9_then_resume(tmp, tiny):
     for i in range(30):
         png(tmp / "in" / f"img{i:02d}.png", 60, 80, seed=i)
-    argv = ["run", "--img-path", str(tmp / "in"), "--outdir", str(tmp / "out"), "--encoder", "vits", "--batch-size", "1",
+    argv = ["run", "--img-path", str(tmp / "in"), "--outdir", str(tmp / "out"), "--encoder", "vits", "--random-weights", "--batch-size", "1",
             "--save-npy", "--input-size", "518"]
     process = subprocess.Popen([sys.executable, "-c", RUNNER, *argv], env=_env(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)

@@ -8,9 +8,10 @@ import torch
 
 from depth_anything_nb import DepthAnythingV2
 from depth_anything_nb.models.checkpoints import (CheckpointError, describe_state_dict, from_hf_model, from_hf_state_dict,
-                                           hf_config, infer_encoder, load_model, read_state_dict, save_checkpoint,
+                                           hf_config, infer_encoder, read_state_dict, save_checkpoint,
                                            save_safetensors, to_hf_model, to_hf_state_dict)
 from depth_anything_nb.models.dpt import perturbed_state_dict
+from depth_anything_nb.models.registry import load_model  # the one entry point; DAv2 files go to checkpoints.load_dav2
 from depth_anything_nb.models.encoder import ENCODER_CONFIGS, RELEASED_ENCODERS, EncoderConfig, register_encoder
 
 try:

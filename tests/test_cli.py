@@ -21,7 +21,7 @@ from depth_anything_nb.apps.cli import SUBCOMMANDS, ColorRange, build_parser, co
 from depth_anything_nb.models.inference import read_depth_png16, read_ply
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["--encoder", "vits", "--input-size", "28"]
+FAST = ["--encoder", "vits", "--random-weights", "--input-size", "28"]  # random weights only on request
 
 
 def scene(h=60, w=80) -> np.ndarray:

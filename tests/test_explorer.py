@@ -371,10 +371,10 @@ def test_prv2_pipeline_runs(tmp_path):
     cfg = training.E2EConfig(preset="smoke").resolved()
     runs = tmp_path / "runs"
     torch.manual_seed(2)
-    model = training.build_model(training.patchrefiner_arch(cfg)).eval()
+    model = training.model_from_arch(training.patchrefiner_arch(cfg)).eval()
     training.save_model(model, runs / "prv2_train" / "smoke-x", training.patchrefiner_arch(cfg))
     coarse_arch = training.coarse_arch(cfg)
-    training.save_model(training.build_model(coarse_arch), runs / "prv2_coarse" / "smoke-c", coarse_arch)
+    training.save_model(training.model_from_arch(coarse_arch), runs / "prv2_coarse" / "smoke-c", coarse_arch)
     (runs / "prv2_pretrain" / "smoke-n").mkdir(parents=True)  # a noisy-pretraining run: no image → depth model
     (runs / "prv2_pretrain" / "smoke-n" / "model.pt").write_bytes(b"")
     (runs / "prv2_pretrain" / "smoke-n" / "model.json").write_text(json.dumps({"kind": "np_refiner"}))
@@ -396,3 +396,17 @@ def test_prv2_pipeline_runs(tmp_path):
     ui.checkpoint_path.value = str(runs / "prv2_pretrain" / "smoke-n" / "model.pt")
     ui.load_checkpoint.click()
     assert is_error(ui) and "noisy-pretraining refiner" in ui.status.value
+
+
+def test_patchrefiner_weights_without_a_model_json_load_through_the_registry(tmp_path):
+    "A plain PatchRefiner state dict (e.g. a converted official one) is recognised by its key names, not rejected as DAv2."
+    from depth_anything_nb.apps.explorer import load_checkpoint
+    from depth_anything_nb.models.prv2_model import PatchRefiner
+    from depth_anything_nb.models.registry import create_model
+
+    model = create_model("prv2-M", seed=0, coarse_encoder="mini-t", max_depth=20.0, process_shape=(56, 56)).eval()
+    torch.save(model.state_dict(), tmp_path / "prv2_u4k.pt")
+    loaded = load_checkpoint(tmp_path / "prv2_u4k.pt", max_depth=20.0)
+    assert loaded.kind == "prv2" and isinstance(loaded.model, PatchRefiner) and loaded.max_depth == 20.0
+    assert loaded.encoder == "mini-t" and "prv2_u4k.pt" in loaded.label
+    assert all(torch.equal(a, b) for a, b in zip(loaded.model.state_dict().values(), model.state_dict().values()))

@@ -49,7 +49,7 @@ def test_metric_oracle_and_a_wrong_model(moto):
 
 
 def test_sample_run_prints_the_score_and_says_random(tmp_path, capsys):
-    code = main(["run", "--sample-images", "--encoder", "vits", "--input-size", "28", "--outdir", str(tmp_path)])
+    code = main(["run", "--sample-images", "--encoder", "vits", "--random-weights", "--input-size", "28", "--outdir", str(tmp_path)])
     captured = capsys.readouterr()
     assert code == 0
     line = next(l for l in captured.out.splitlines() if l.startswith("Middlebury Motorcycle:"))

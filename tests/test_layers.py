@@ -26,12 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "depth_anything_nb"
 LAYERS = ["core", "models", "data", "train", "pipelines", "apps", "experiments"]
 TOP_LEVEL = {"depth_anything_nb": "core", "depth_anything_nb.stages": "pipelines"}  # __init__ loads names lazily
-# Edges from the inference path into a layer it must not need, each with its reason; the registry redesign
-# (one `load_model` in models/, issue 14's next round) removes this one.
+# Edges from the inference path into a layer it must not need, each with its reason. PatchRefiner stage models load
+# through the model registry (models.registry.load_model / load_patchrefiner), so no edge into pipelines/ is allowed.
 INFERENCE_ALLOWLIST = {
-    ("depth_anything_nb.apps.prv2_cli", "depth_anything_nb.pipelines.prv2_stages"):
-        "`depth-anything refine --checkpoint <stage model.pt>` rebuilds a PRV2 stage model from its model.json "
-        "with pipelines.prv2_stages.load_model (a function-level import, not taken by `depth-anything run`)",
     ("depth_anything_nb.apps.cli", "depth_anything_nb.train.metrics"):
         "`depth-anything run --sample-images` (make infer-demo) scores the Middlebury Motorcycle pair with the "
         "evaluation metrics (function-level imports in score_motorcycle / motorcycle_protocol; a plain run never loads them)",
@@ -134,6 +131,9 @@ def test_inference_does_not_reach_training_pipelines_or_experiments():
     seen, used = _inference_closure()
     bad = sorted(m for m in seen if layer_of(m) in FORBIDDEN_FOR_INFERENCE)
     assert not bad, f"the inference path imports {bad}"
+    assert not [edge for edge in INFERENCE_ALLOWLIST if layer_of(edge[1]) == "pipelines"], \
+        "no inference edge into pipelines/ may be allowlisted: models load through models.registry"
+    assert {"depth_anything_nb.apps.prv2_cli", "depth_anything_nb.models.registry"} <= seen  # refine loads via the registry
     stale = set(INFERENCE_ALLOWLIST) - used
     assert not stale, f"allowlisted imports no longer made (remove them from INFERENCE_ALLOWLIST): {sorted(stale)}"
 

@@ -102,7 +102,7 @@ def test_finetune_real_smoke(runs, mode):
 def test_np_to_e2e_handoff_all_vs_encoder(runs):
     root, _ = runs
     cfg = smoke(prv2.E2EConfig, root).resolved()
-    np_state = prv2.read_state_dict(prv2.pretrain_config(cfg).resolved().run_dir() / "model.pt")
+    np_state, _ = prv2.read_state_dict(prv2.pretrain_config(cfg).resolved().run_dir() / "model.pt")
     stem = next(k for k, v in np_state.items() if k.startswith("encoder.") and v.dim() == 4 and v.shape[1] == 3)
     models = {mode: prv2._initial_patchrefiner(dataclasses.replace(cfg, np_load=mode)).refiner.state_dict()
               for mode in ("all", "encoder", "none")}
@@ -316,7 +316,7 @@ def test_pr_v1_lr_multiplier_reaches_its_vit_and_the_prv2_one_its_encoder():
     for enc in (prv2.PR_V1, "mini"):
         cfg = prv2.E2EConfig(preset="smoke", refiner_encoder=enc, np_load="none").resolved()
         arch = prv2.patchrefiner_arch(cfg)
-        coarse = prv2.build_coarse(arch["coarse"])
+        coarse = prv2.model_from_arch(arch["coarse"])
         from depth_anything_nb.models.prv2_model import PRV1Refiner
         from depth_anything_nb.models.prv2_refiner import PRV2Refiner
         refiner = PRV1Refiner.from_coarse(coarse) if enc == prv2.PR_V1 else PRV2Refiner(prv2.refiner_config(cfg))

@@ -258,12 +258,16 @@ def test_paper_preset_refuses_procedural_data_and_random_weights(tmp_path, monke
 
 
 def test_paper_preset_opt_outs_are_explicit_and_honoured():
-    from depth_anything_nb.pipelines.dav2_stages import PROCEDURAL, RANDOM_INIT, new_model, unlabeled_source
+    from depth_anything_nb.models.registry import create_model
+    from depth_anything_nb.pipelines.dav2_stages import PROCEDURAL, RANDOM_INIT, _init_weights, unlabeled_source
     TeacherConfig(preset="paper", labeled={PROCEDURAL: {}}, init_encoder=RANDOM_INIT).resolved()
     StudentConfig(preset="paper", unlabeled=PROCEDURAL, init_encoder=RANDOM_INIT).resolved()
     PseudoLabelConfig(preset="paper", unlabeled=PROCEDURAL).resolved()
     EvalConfig(preset="paper", checkpoint="depth_anything_v2_vitl.pth", benchmarks={}).resolved()
-    a, b = new_model("mini-b", init_encoder=RANDOM_INIT, seed=3), new_model("mini-b", seed=3)
+    cfg = TeacherConfig(preset="paper", labeled={PROCEDURAL: {}}, init_encoder=RANDOM_INIT).resolved()
+    assert _init_weights(cfg) is None  # RANDOM_INIT: no encoder weights, like the default
+    a = create_model("mini-b", seed=3, encoder_weights=_init_weights(cfg))
+    b = create_model("mini-b", seed=3)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     src = unlabeled_source(PROCEDURAL, num_images=2, size=28, seed=0)
     assert len(src) == 2 and type(src).__name__ == "ProceduralDepthDataset"
@@ -313,11 +317,12 @@ def test_run_name_is_the_hash_of_the_whole_configuration(tmp_path):
 
 def test_student_model_depth_is_the_depth_anything_v2_forward():
     "StudentModel runs the model's own encode/decode (no copy of `forward`): depth identical, alignment on the side."
-    from depth_anything_nb.pipelines.dav2_stages import StudentModel, new_model
+    from depth_anything_nb.pipelines.dav2_stages import StudentModel
+    from depth_anything_nb.models.registry import create_model
 
     x = torch.randn(2, 3, 28, 42, generator=torch.Generator().manual_seed(0))
     for max_depth in (None, 20.0):
-        net = new_model("mini-s", output_bias=1.0, max_depth=max_depth, seed=0).eval()
+        net = create_model("mini-s", output_bias=1.0, max_depth=max_depth, seed=0).eval()
         student = StudentModel(net, target_dim=24)
         with torch.no_grad():
             depth, align = student(x)

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..models.checkpoints import load_model
+from ..models.checkpoints import CheckpointError
+from ..models.registry import create_model, load_model, release_weights
 from ..models.dpt import DepthAnythingV2
 from ..core.files import remove_orphan_temps
 from ..models.preprocess import PATCH_SIZE, fit_size, network_size
@@ -316,8 +317,9 @@ ENCODERS = ("vits", "vitb", "vitl", "vitg")
 
 
 def random_weights_warning(encoder: str) -> str:
-    return (f"NO --checkpoint GIVEN: the {encoder} model has RANDOM weights, so every depth map of this run is "
-            f"MEANINGLESS (it only exercises the pipeline). Pass --checkpoint depth_anything_v2_{encoder}.pth for real depth.")
+    return (f"--random-weights: the {encoder} model has RANDOM weights, so every depth map of this run is "
+            f"MEANINGLESS (it only exercises the pipeline). Omit the flag for the released {encoder} weights, or pass "
+            f"--checkpoint depth_anything_v2_{encoder}.pth.")
 
 
 def checkpoint_run_info(checkpoint: str | Path | None) -> dict:
@@ -339,13 +341,17 @@ def checkpoint_run_info(checkpoint: str | Path | None) -> dict:
     return info
 
 
-def build_model(encoder: str | None, checkpoint: str | None, max_depth: float | None, seed: int = 0):
+def build_model(encoder: str | None, checkpoint: str | None, max_depth: float | None, seed: int = 0,
+                random_weights: bool = False):
     "(model in eval mode, description of its weights, True if the weights are random)."
     if checkpoint is None:
         encoder = encoder or "vitl"
-        torch.manual_seed(seed)
-        model = DepthAnythingV2.from_config(encoder, max_depth=max_depth)
-        return model.eval(), f"RANDOM (seed {seed}, no --checkpoint): outputs are meaningless", True
+        if random_weights:
+            model = create_model(encoder, seed=seed, max_depth=max_depth)
+            return model.eval(), f"RANDOM (seed {seed}, --random-weights): outputs are meaningless", True
+        return _release_model(encoder, max_depth)
+    if random_weights:
+        raise CLIError("--random-weights builds a model without weights: it cannot be combined with --checkpoint")
     path = Path(checkpoint)
     try:
         mode = path.stat().st_mode
@@ -360,6 +366,17 @@ def build_model(encoder: str | None, checkpoint: str | None, max_depth: float | 
     except Exception as e:  # an untrusted file: say what is wrong with it, without a traceback
         raise CLIError(f"--checkpoint {checkpoint}: cannot load ({type(e).__name__}: {e})") from None
     return model.eval(), str(path), False
+
+
+def _release_model(encoder: str, max_depth: float | None):
+    "The released weights of `encoder` (and `max_depth`) by name, from the Hugging Face cache or downloaded into it."
+    try:
+        path, release = release_weights(encoder, max_depth)
+        model = load_model(path, encoder=release.encoder, max_depth=release.max_depth)
+    except CheckpointError as e:
+        raise CLIError(f"--encoder {encoder} without --checkpoint uses the released weights: {e} "
+                       f"(or pass --checkpoint PATH; --random-weights only exercises the pipeline)") from None
+    return model.eval(), f"{release.repo_id}/{release.filename} ({path})", False
 
 
 def _load_onnx(path: Path, encoder: str | None, max_depth: float | None):
@@ -562,8 +579,10 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--encoder", choices=ENCODERS, default=None,
                    help="ViT size (default: read from the checkpoint; vitl without one, as the official run.py)")
     g.add_argument("--checkpoint", "--load-from", dest="checkpoint", metavar="PATH", default=None,
-                   help="official .pth, a .safetensors or a Hugging Face model folder; WITHOUT IT THE WEIGHTS ARE "
-                   "RANDOM and outputs meaningless")
+                   help="official .pth, a .safetensors or a Hugging Face model folder (default: the released weights "
+                   "of --encoder, from the Hugging Face cache)")
+    g.add_argument("--random-weights", action="store_true",
+                   help="no weights: a seeded random model, to exercise the pipeline only (outputs are meaningless)")
     g.add_argument("--max-depth", type=float, default=None,
                    help="metric model: sigmoid output times this many metres (20 Hypersim, 80 VKITTI); omit for relative")
     g.add_argument("--input-size", type=int, default=None,
@@ -719,7 +738,7 @@ def run_command(args: argparse.Namespace) -> int:
         args.max_depth = float(info["max_depth"])
     if args.checkpoint is None:  # fail fast, before building a model
         _check_model_arguments(args, metric=args.max_depth is not None)
-    model, weights, random = build_model(args.encoder, args.checkpoint, args.max_depth)
+    model, weights, random = build_model(args.encoder, args.checkpoint, args.max_depth, random_weights=args.random_weights)
     if args.amp != "none" and str(weights).endswith("(onnxruntime)"):
         raise CLIError("--amp applies to torch models; an ONNX model runs in the float32 it was exported in")
     max_depth = getattr(model, "max_depth", None)  # a checkpoint's metadata may set it
@@ -871,7 +890,8 @@ def score_motorcycle(model, input_size: int, device, report: RunReport | None = 
 def _add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoder", choices=ENCODERS, default=None, help="ViT size (default: read from the checkpoint)")
     p.add_argument("--checkpoint", "--load-from", dest="checkpoint", metavar="PATH", default=None,
-                   help="official .pth or a .safetensors; WITHOUT IT THE WEIGHTS ARE RANDOM")
+                   help="official .pth or a .safetensors (default: the released weights of --encoder)")
+    p.add_argument("--random-weights", action="store_true", help="no weights: a seeded random model (tests only)")
     p.add_argument("--max-depth", type=float, default=None, help="metric model: 20 Hypersim, 80 VKITTI; omit for relative")
     p.add_argument("--format", choices=("onnx",), default="onnx", help="output format")
     p.add_argument("--output", required=True, metavar="PATH", help="the file to write (atomically), e.g. model.onnx")
@@ -891,7 +911,7 @@ def export_command(args: argparse.Namespace) -> int:
         from depth_anything_nb.models.onnx_export import export_onnx
     except ImportError as e:
         raise CLIError(f"ONNX export needs the onnx extra (pip install -e '.[onnx]'): {e}") from None
-    model, weights, random = build_model(args.encoder, args.checkpoint, args.max_depth)
+    model, weights, random = build_model(args.encoder, args.checkpoint, args.max_depth, random_weights=args.random_weights)
     if random:
         banner = "!" * 100
         print(f"{banner}\nWARNING: {random_weights_warning(model.encoder)}\n{banner}", file=sys.stderr)

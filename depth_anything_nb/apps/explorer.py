@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from ..models.checkpoints import load_model
+from ..models.registry import create_model, load_model
 from ..models.dpt import DepthAnythingV2
 from ..models.encoder import ENCODER_CONFIGS, encoder_config
 from ..models.inference import (ImageReadError, camera_intrinsics, colorize, decode_image, depth_to_points, finite_range,
@@ -38,10 +38,10 @@ from ..models.preprocess import fit_size
 __all__ = ['SAMPLE_PHOTOS', 'MOTORCYCLE', 'PROCEDURAL_SIZE', 'RANDOM', 'PRV2_RANDOM', 'RANDOM_NOTE', 'PRV2_DEFAULT_DEPTH',
            'CAI_MODES', 'RESOLUTION_SCALES', 'COLORMAPS', 'PROFILE_TAB', 'CLOUD_TAB', 'SAVE_TAB', 'ExplorerError',
            'Sample', 'sample_names', 'load_sample', 'sample_from_bytes', 'sample_from_path', 'ModelChoice',
-           'LoadedModel', 'random_patchrefiner', 'load_checkpoint', 'describe_model', 'build_model', 'FoundCheckpoint',
-           'default_runs_root', 'discover_checkpoints', 'DepthResult', 'predict_depth', 'Profile', 'line_pixels',
-           'depth_profile', 'PointCloud', 'metric_depth', 'point_cloud', 'figure_png', 'views_figure', 'profile_figure',
-           'cloud_figure', 'Explorer', 'ExplorerUI']
+           'LoadedModel', 'load_checkpoint', 'describe_model', 'build_model', 'FoundCheckpoint', 'default_runs_root',
+           'discover_checkpoints', 'DepthResult', 'predict_depth', 'Profile', 'line_pixels', 'depth_profile',
+           'PointCloud', 'metric_depth', 'point_cloud', 'figure_png', 'views_figure', 'profile_figure', 'cloud_figure',
+           'Explorer', 'ExplorerUI']
 
 # %% ../../nbs/62_explorer.ipynb #fd8cbb96
 SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera")  # scikit-image's bundled photos
@@ -163,19 +163,6 @@ class LoadedModel:
         return encoder_config(self.encoder).img_size
 
 
-def random_patchrefiner(encoder: str = "mini-t", max_depth: float = PRV2_DEFAULT_DEPTH) -> torch.nn.Module:
-    "A PatchRefiner V2 with random weights: metric DAv2 coarse branch of `encoder` + PRV2 refiner (seeded)."
-    from depth_anything_nb.models.prv2_model import DAv2Coarse, PatchRefiner
-    from depth_anything_nb.models.prv2_refiner import PRV2Refiner, RefinerConfig
-
-    mini = encoder.startswith("mini")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        coarse = DAv2Coarse.from_config(encoder, max_depth=max_depth, process_shape=(112, 112) if mini else (448, 448))
-        refiner = PRV2Refiner(RefinerConfig.preset("mini" if mini else "M", coarse_chl=coarse.channels))
-    return PatchRefiner(coarse, refiner).eval()
-
-
 def _depth_range(max_depth: float | None) -> str:
     return "relative" if max_depth is None else f"metric {max_depth:g} m"
 
@@ -207,9 +194,7 @@ def load_checkpoint(path: str | os.PathLike, max_depth: float | None = None) -> 
         if info["kind"] == "np_refiner":
             raise ExplorerError(f"{path}: a noisy-pretraining refiner alone maps no image to depth; choose a "
                                 f"prv2_train or prv2_finetune_real run (or its prv2_coarse run)")
-        from depth_anything_nb.pipelines.prv2_stages import load_model as load_prv2_model
-
-        model = load_prv2_model(path)
+        model = load_model(path)
         coarse_arch = info["coarse"] if info["kind"] == "patchrefiner" else info
         kind = "prv2" if info["kind"] == "patchrefiner" else "prv2-coarse"
         encoder, depth = coarse_arch["encoder"], float(coarse_arch["max_depth"])
@@ -223,6 +208,8 @@ def load_checkpoint(path: str | os.PathLike, max_depth: float | None = None) -> 
         model, kind = load_model(path, encoder=info["encoder"], max_depth=recorded), "pipeline-trained"
     else:
         model, kind = load_model(path, max_depth=max_depth), "checkpoint"
+        if not isinstance(model, DepthAnythingV2):  # PatchRefiner weights without a model.json
+            return describe_model(model, f"checkpoint {_run_label(path)}")
         if model.max_depth != max_depth:
             note = f"{path.name} records {_depth_range(model.max_depth)}: using that"
     return LoadedModel(model, "dav2", model.encoder, model.max_depth,
@@ -252,15 +239,18 @@ def build_model(choice: ModelChoice) -> LoadedModel:
     if choice.checkpoint == RANDOM:
         encoder_config(choice.encoder)  # a clear error for unknown names
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            model = DepthAnythingV2.from_config(choice.encoder, max_depth=choice.max_depth,
-                                                output_bias=None if choice.max_depth else 1.0)
+            model = create_model(choice.encoder, seed=0, max_depth=choice.max_depth,
+                                 output_bias=None if choice.max_depth else 1.0)
         return LoadedModel(model.eval(), "dav2", choice.encoder, choice.max_depth,
                            f"{choice.encoder} · {RANDOM_NOTE}", random=True)
     if choice.checkpoint == PRV2_RANDOM:
         depth = choice.max_depth or PRV2_DEFAULT_DEPTH
         note = "" if choice.max_depth else f"PRV2 predicts metric depth: using max_depth {depth:g} m"
-        return LoadedModel(random_patchrefiner(choice.encoder, depth), "prv2", choice.encoder, depth,
+        mini = choice.encoder.startswith("mini")
+        with torch.random.fork_rng(devices=[]):
+            model = create_model("prv2-mini" if mini else "prv2-M", seed=0, coarse_encoder=choice.encoder, max_depth=depth,
+                                 process_shape=(112, 112) if mini else (448, 448)).eval()
+        return LoadedModel(model, "prv2", choice.encoder, depth,
                            f"PRV2 {choice.encoder} · {RANDOM_NOTE}", random=True, note=note)
     return load_checkpoint(choice.checkpoint, choice.max_depth)
 

@@ -20,74 +20,15 @@ from .cli import (CLIError, RunReport, check_outdir, collect_inputs, plan_output
                                    start_outdir)
 from ..models.inference import (IMAGE_SUFFIXES, ImageReadError, colorize, colormap_lut, read_image,
                                          select_device, side_by_side, write_depth_png16, write_image, write_npy)
-from ..models.prv2_model import DAv2Coarse, PatchRefiner, convert_official_state_dict
-from ..models.prv2_refiner import ENCODERS, VARIANTS, PRV2Refiner, RefinerConfig
+from ..models.prv2_model import PatchRefiner
+from ..models.prv2_refiner import ENCODERS, VARIANTS
 from ..models.prv2_tiling import TileConfig, parse_mode
-from ..models.checkpoints import CheckpointError, infer_encoder, load_weights, read_state_dict
+from ..models.checkpoints import CheckpointError
+from ..models.registry import load_patchrefiner
 
 # %% auto #0
-__all__ = ['DEFAULT_MAX_MEMORY_GB', 'REFINE', 'load_patchrefiner', 'refine_image', 'refine_memory_bytes', 'refine_output_paths',
+__all__ = ['DEFAULT_MAX_MEMORY_GB', 'REFINE', 'refine_image', 'refine_memory_bytes', 'refine_output_paths',
            'write_refine_outputs', 'refine_command']
-
-# %% ../../nbs/61_prv2_cli.ipynb #bb11459a
-def _official(sd: dict) -> bool:
-    return any(k.startswith(("refiner_fusion_model.", "refiner_fine_branch.")) for k in sd)
-
-
-def load_patchrefiner(
-    checkpoint: str | Path | None = None,  # stage model.pt, official PRV2 checkpoint, or None (random weights)
-    coarse_checkpoint: str | Path | None = None,  # a metric DAv2 checkpoint for the coarse branch
-    coarse_encoder: str | None = None,  # None: inferred from the checkpoint's coarse weights, else vitl
-    max_depth: float = 80.0,
-    process_shape: tuple[int, int] = (448, 448),
-    refiner_encoder: str = "M",
-    variant: str = "full",
-    seed: int = 0,  # random weights
-) -> PatchRefiner:
-    "A `PatchRefiner` in eval mode from a stage model, an official checkpoint, or random weights (see above)."
-    if checkpoint is not None and Path(checkpoint).with_suffix(".json").is_file():
-        from depth_anything_nb.pipelines.prv2_stages import load_model
-
-        info = Path(checkpoint).with_suffix(".json")
-        try:
-            arch = json.loads(info.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise CheckpointError(f"{info} (the model description beside the checkpoint): unreadable ({e})") from None
-        if not isinstance(arch, dict) or "kind" not in arch:
-            raise CheckpointError(f"{info} (beside the checkpoint): not a PRV2 stage model description (a JSON object "
-                                  f"with a 'kind'); move it away to load {Path(checkpoint).name} as a state dict")
-        try:
-            model = load_model(checkpoint)
-        except (KeyError, TypeError, AttributeError) as e:
-            raise CheckpointError(f"{info}: malformed PRV2 model description ({type(e).__name__}: {e})") from None
-        if not isinstance(model, PatchRefiner):
-            raise CheckpointError(f"{checkpoint}: a {model.arch['kind']} model, not an end-to-end PatchRefiner")
-    else:
-        sd = None
-        if checkpoint is not None:
-            sd, _ = read_state_dict(checkpoint)
-            sd = convert_official_state_dict(sd) if _official(sd) else sd
-        if coarse_encoder is None:
-            coarse_sd = {k[len("coarse.model."):]: v for k, v in (sd or {}).items() if k.startswith("coarse.model.")}
-            coarse_encoder = infer_encoder(coarse_sd) if coarse_sd else "vitl"
-            if coarse_encoder is None:
-                raise CheckpointError(f"{checkpoint}: cannot infer the coarse encoder; give coarse_encoder")
-        torch.manual_seed(seed)
-        coarse = DAv2Coarse.from_config(coarse_encoder, max_depth=max_depth, process_shape=tuple(process_shape))
-        model = PatchRefiner(coarse, PRV2Refiner(RefinerConfig.preset(refiner_encoder, variant, coarse_chl=coarse.channels)))
-        if sd is not None:
-            if coarse_checkpoint is not None:  # the coarse weights come from there: the rest must fit here
-                sd = {k: v for k, v in sd.items() if not k.startswith("coarse.")}
-                load_weights(model.refiner, {k[len("refiner."):]: v for k, v in sd.items()
-                                             if k.startswith("refiner.")}, source=str(checkpoint))
-                if any(not k.startswith("refiner.") for k in sd):
-                    raise CheckpointError(f"{checkpoint}: keys outside the PatchRefiner: "
-                                          f"{[k for k in sd if not k.startswith('refiner.')][:4]}")
-            else:
-                load_weights(model, sd, source=str(checkpoint))
-    if coarse_checkpoint is not None:
-        load_weights(model.coarse.model, read_state_dict(coarse_checkpoint)[0], source=str(coarse_checkpoint))
-    return model.eval()
 
 # %% ../../nbs/61_prv2_cli.ipynb #69af9ccf
 def _to_tensor(image) -> torch.Tensor:

@@ -14,7 +14,8 @@ from ..core.extras import optional
 from ..data.procedural import ProceduralDepthDataset
 from . import Cell, beyond_noise, relative_margin, seed_noise, seed_variants, stage_run_dir
 from ..train.sharpness import boundary_sharpness
-from ..pipelines.dav2_stages import HELDOUT_SEED, RUNTIME_FIELDS, StudentConfig, cache_dir, load_depth_model
+from ..models.registry import load_model
+from ..pipelines.dav2_stages import HELDOUT_SEED, RUNTIME_FIELDS, StudentConfig, cache_dir
 
 # %% auto #0
 __all__ = ['EVAL_SETS', 'PAPER_BENCHMARK', 'METRICS', 'scores', 'table_rows', 'paper_frame', 'same_schedule', 'heldout_scenes',
@@ -75,7 +76,7 @@ def run_sharpness(notebook: str, params: dict, preset: str, out_root: str, sets:
     path = stage_run_dir(notebook, params, preset, out_root) / "model.pt"
     if not path.is_file():
         return {}
-    model = load_depth_model(path)
+    model = load_model(path)
     out = {}
     for style, ds in sets.items():
         sharp = boundary_sharpness(model, ds, size)

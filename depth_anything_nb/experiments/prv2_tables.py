@@ -16,7 +16,8 @@ import torch
 from ..core.extras import optional
 from ..models.prv2_tiling import tiled_inference
 from . import beyond_noise, relative_margin
-from ..pipelines.prv2_stages import LOWER_IS_BETTER, load_model
+from ..models.registry import load_model
+from ..pipelines.prv2_stages import LOWER_IS_BETTER
 
 # %% auto #0
 __all__ = ['ABLATION_ROWS', 'ROW_KEYS', 'PAPER_ROWS', 'METRICS', 'ablation_parameters', 'eval_metrics', 'refiner_cost',

@@ -22,12 +22,17 @@ from .encoder import ENCODER_CONFIGS, encoder_config
 # %% auto #0
 __all__ = ['WRAPPER_KEYS', 'WRAPPER_PREFIXES', 'HF_WEIGHT_FILES', 'CheckpointError', 'unwrap_state_dict', 'read_state_dict',
            'infer_encoder', 'describe_state_dict', 'infer_head', 'load_weights', 'is_hf_state_dict', 'to_hf_state_dict',
-           'from_hf_state_dict', 'load_model', 'model_metadata', 'save_safetensors', 'save_checkpoint', 'hf_config',
-           'to_hf_model', 'from_hf_model']
+           'from_hf_state_dict', 'dav2_from_state_dict', 'load_dav2', 'model_metadata', 'save_safetensors',
+           'save_checkpoint', 'hf_config', 'to_hf_model', 'from_hf_model']
 
 # %% ../../nbs/12_checkpoints.ipynb #7b64e007
 class CheckpointError(ValueError):
-    "A checkpoint file that cannot be read or does not fit the model (the message names the file)."
+    "A checkpoint file that cannot be read or does not fit the model: `CheckpointError(message)` or `CheckpointError(path, problem)`."
+
+    def __init__(self, path_or_message, problem: str | None = None):
+        self.path = None if problem is None else str(path_or_message)
+        self.problem = str(path_or_message) if problem is None else problem
+        super().__init__(self.problem if problem is None else f"{path_or_message}: {problem}")
 
 
 WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "module", "net", "weights")
@@ -356,24 +361,25 @@ def _max_depth_from_meta(meta: dict) -> float | None:
     return None
 
 
-def load_model(
-    path: str | os.PathLike,  # checkpoint file (.pth/.pt/.bin/.safetensors) or Hugging Face model directory
+def dav2_from_state_dict(
+    sd: dict[str, torch.Tensor],  # as `read_state_dict` returns it
+    meta: dict | None = None,  # its metadata (safetensors header / HF config)
+    source: str = "state dict",  # named in messages (the file path)
     encoder: str | None = None,  # None: inferred from the shapes
     max_depth: float | None = None,  # metric models: 20 (Hypersim) or 80 (Virtual KITTI); None: relative, or
-                                     # what the file's metadata records
-    map_location="cpu",
+                                     # what the metadata records
     strict: bool = True,  # False: load what fits (e.g. encoder-only files), warn about the rest
     prefix: str | None = None,  # take only keys under this prefix (stripped), e.g. "coarse_branch."
 ) -> DepthAnythingV2:
-    "A `DepthAnythingV2` (eval mode) with the weights of `path`; architecture read from the file."
-    sd, meta = read_state_dict(path, map_location)
+    "A `DepthAnythingV2` (eval mode) with the weights of an official-, HF- or encoder-only-layout state dict."
+    meta = meta or {}
     if prefix:
-        sd = _take_prefix(sd, prefix, str(path))
+        sd = _take_prefix(sd, prefix, source)
     sd = _normalise_layout(sd, meta)
     inferred = infer_encoder(sd)
     if encoder is None:
         if inferred is None:
-            raise CheckpointError(f"{path}: cannot infer the encoder: the file looks like {describe_state_dict(sd)}; "
+            raise CheckpointError(f"{source}: cannot infer the encoder: the file looks like {describe_state_dict(sd)}; "
                                   f"known encoders: {', '.join(ENCODER_CONFIGS)} (register others with "
                                   f"depth_anything_nb.models.encoder.register_encoder)")
         encoder = inferred
@@ -381,7 +387,21 @@ def load_model(
     if max_depth is None:
         max_depth = _max_depth_from_meta(meta)
     model = DepthAnythingV2.from_config(encoder, max_depth=max_depth, **infer_head(sd))
-    load_weights(model, sd, strict=strict, source=str(path))
+    load_weights(model, sd, strict=strict, source=source)
+    return model.eval()
+
+
+def load_dav2(
+    path: str | os.PathLike,  # checkpoint file (.pth/.pt/.bin/.safetensors) or Hugging Face model directory
+    encoder: str | None = None,  # None: inferred from the shapes
+    max_depth: float | None = None,  # None: relative, or what the file's metadata records
+    map_location="cpu",
+    strict: bool = True,
+    prefix: str | None = None,
+) -> DepthAnythingV2:
+    "A `DepthAnythingV2` (eval mode) with the weights of the Depth Anything V2 checkpoint `path`."
+    sd, meta = read_state_dict(path, map_location)
+    model = dav2_from_state_dict(sd, meta, str(path), encoder=encoder, max_depth=max_depth, strict=strict, prefix=prefix)
     if isinstance(map_location, (str, torch.device)):
         model = model.to(map_location)
     return model.eval()

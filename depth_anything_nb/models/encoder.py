@@ -50,6 +50,8 @@ ENCODER_CONFIGS: dict[str, EncoderConfig] = {
     "mini-t": EncoderConfig(64, 4, 2, (0, 1, 2, 3), 16, (16, 32, 64, 64), img_size=126),
     "mini-s": EncoderConfig(128, 4, 4, (0, 1, 2, 3), 32, (32, 64, 128, 128), img_size=126),
     "mini-b": EncoderConfig(192, 6, 3, (1, 2, 4, 5), 48, (48, 96, 192, 192), img_size=126),
+    "mini-l": EncoderConfig(256, 8, 4, (1, 3, 5, 7), 64, (64, 128, 256, 256), img_size=126),
+    "mini-g": EncoderConfig(320, 10, 5, (2, 4, 7, 9), 80, (80, 160, 320, 320), ffn="swiglu", img_size=126),
 }
 RELEASED_ENCODERS = ("vits", "vitb", "vitl", "vitg")
 

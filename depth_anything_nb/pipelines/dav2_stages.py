@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..models.checkpoints import load_model
+from ..models.registry import create_model, load_model
 from ..data.core import BadDataReport, DatasetError, SkipBadSamples, collate_samples
 from ..data.custom import CustomDepthDataset
 from ..data.evaluation import NYUv2, KITTIDepth
@@ -37,7 +37,7 @@ from ..train.eval_suite import (ConstantModel, EvalSet, PriorModel, benchmark_se
                                           show_predictions)
 from ..train.losses import ScaleShiftInvariantLoss, FeatureAlignmentLoss, SiLogLoss
 from ..data.pseudo_labels import PseudoLabeledDataset, PseudoLabelStore, PseudoLabelWriter, write_pseudo_labels
-from ..train.trainer import Trainer, TrainConfig, atomic_save, load_pretrained, read_state_dict
+from ..train.trainer import Trainer, TrainConfig, atomic_save, load_pretrained
 from ..data.transforms import StrongAugment, TrainTransform, cutmix
 from .stages import (PRESETS, PROCEDURAL, RANDOM_INIT, RUNTIME_FIELDS, StageConfig, _atomic_json, cache_dir,
                      config_from_params, loss_figure, project_root, register_stage, require_for_paper, run_lock,
@@ -47,20 +47,12 @@ from .stages import (PRESETS, PROCEDURAL, RANDOM_INIT, RUNTIME_FIELDS, StageConf
 __all__ = ['MINI_ENCODERS', 'PRESET_VALUES', 'READERS', 'HELDOUT_SEED', 'stage_encoder', 'TrainingStageConfig', 'TeacherConfig',
            'PseudoLabelConfig', 'StudentConfig', 'MetricConfig', 'EvalConfig', 'labeled_dataset', 'unlabeled_source',
            'source_keys', 'prerender', 'with_target', 'TrainingView', 'CutMixView', 'RelativeLoss', 'StudentModel',
-           'StudentLoss', 'MetricLoss', 'save_model', 'load_depth_model', 'load_encoder_weights', 'new_model',
-           'eval_sets_for', 'relative_report', 'train_teacher', 'pseudo_label', 'frozen_encoder', 'FlaggedViews',
-           'student_views', 'train_student', 'show_metric_predictions', 'finetune_metric', 'evaluate']
+           'StudentLoss', 'MetricLoss', 'save_model', 'eval_sets_for', 'relative_report', 'train_teacher',
+           'pseudo_label', 'frozen_encoder', 'FlaggedViews', 'student_views', 'train_student',
+           'show_metric_predictions', 'finetune_metric', 'evaluate']
 
 # %% ../../nbs/51_dav2_stages.ipynb #a321060a
 MINI_ENCODERS = {"vits": "mini-s", "vitb": "mini-b", "vitl": "mini-l", "vitg": "mini-g"}
-
-_MINIATURES = {
-    "mini-l": EncoderConfig(256, 8, 4, (1, 3, 5, 7), 64, (64, 128, 256, 256), img_size=126),
-    "mini-g": EncoderConfig(320, 10, 5, (2, 4, 7, 9), 80, (80, 160, 320, 320), ffn="swiglu", img_size=126),
-}
-for _name, _cfg in _MINIATURES.items():
-    if _name not in ENCODER_CONFIGS:
-        register_encoder(_name, _cfg)
 
 
 def stage_encoder(name: str, preset: str) -> str:
@@ -525,36 +517,10 @@ def save_model(model: DepthAnythingV2, run_dir: Path, input_size: int) -> Path:
     return path
 
 
-def load_depth_model(path: str | os.PathLike, encoder: str | None = None,
-                     max_depth: float | None = None) -> DepthAnythingV2:
-    "A DepthAnythingV2 (eval mode) from a stage's model.pt (architecture from model.json) or any file `checkpoints.load_model` reads."
-    path = Path(path)
-    info_path = path.with_suffix(".json")
-    if info_path.is_file() and encoder is None:
-        info = json.loads(info_path.read_text())
-        encoder, max_depth = info["encoder"], info.get("max_depth") if max_depth is None else max_depth
-    return load_model(path, encoder=encoder, max_depth=max_depth or None)
+def _init_weights(cfg) -> str | None:
+    "The encoder weights a training stage starts from (`init_encoder`), or None for random (by default or `RANDOM_INIT`)."
+    return None if cfg.init_encoder in ("", RANDOM_INIT) else cfg.init_encoder
 
-
-def load_encoder_weights(model: DepthAnythingV2, path: str | os.PathLike) -> None:
-    "Initialise `model.pretrained` from DINOv2 weights (bare keys) or a DAv2 checkpoint (`pretrained.*` keys)."
-    sd = read_state_dict(path)
-    rename = {} if any(k.startswith("pretrained.") for k in sd) else {"": "pretrained."}
-    report = load_pretrained(model, sd, include=("pretrained.",), rename=rename)
-    missing = [k for k in report.missing if k.startswith("pretrained.")]
-    if report.mismatched or len(missing) > 1:  # mask_token may be absent
-        raise DatasetError(path, f"does not fit encoder {model.encoder!r}: {report}")
-    print(report)
-
-
-def new_model(encoder: str, output_bias: float | None = None, init_encoder: str = "", max_depth: float | None = None,
-              seed: int = 0) -> DepthAnythingV2:
-    "A fresh model (seeded), its encoder optionally from DINOv2 weights, its last bias optionally set."
-    torch.manual_seed(seed)
-    model = DepthAnythingV2.from_config(encoder, max_depth=max_depth, output_bias=output_bias)
-    if init_encoder and init_encoder != RANDOM_INIT:
-        load_encoder_weights(model, init_encoder)
-    return model
 
 # %% ../../nbs/51_dav2_stages.ipynb #94900fd4
 def _train_config(cfg, run_dir: Path, encoder_prefix: str = "pretrained.") -> TrainConfig:
@@ -627,7 +593,7 @@ def _teacher_body(cfg: TeacherConfig, run_dir: Path):
     enc = stage_encoder(cfg.encoder, cfg.preset)
     data = labeled_dataset(cfg.labeled, num_scenes=cfg.num_scenes, size=cfg.size, seed=cfg.seed, out_root=cfg.out_root)
     views = TrainingView(SkipBadSamples(data), TrainTransform(cfg.size, cfg.size))
-    model = new_model(enc, cfg.output_bias, cfg.init_encoder, seed=cfg.seed)
+    model = create_model(enc, seed=cfg.seed, output_bias=cfg.output_bias, encoder_weights=_init_weights(cfg))
     loss = RelativeLoss(cfg.gm_weight, alignment=cfg.alignment)
     trainer = Trainer(model, loss, views, _train_config(cfg, run_dir), collate_fn=collate_samples)
     trainer.fit()
@@ -643,7 +609,7 @@ def _teacher_prepare(cfg: TeacherConfig, run_dir: Path):
 
 
 def _teacher_finish(cfg: TeacherConfig, run_dir: Path) -> dict:
-    model = load_depth_model(run_dir / "model.pt")
+    model = load_model(run_dir / "model.pt")
     train_set = labeled_dataset(cfg.labeled, num_scenes=cfg.num_scenes, size=cfg.size, seed=cfg.seed,
                                 out_root=cfg.out_root)
     report = relative_report({"model": model}, cfg, run_dir, train_set)
@@ -691,7 +657,7 @@ def _label_stream(predict, stream, root, rank: int, world_size: int, batch_size:
 def _pseudo_label_body(cfg: PseudoLabelConfig, run_dir: Path):
     info = init_distributed(cfg.device)
     teacher_path = cfg.teacher or cfg.teacher_config().resolved().run_dir() / "model.pt"
-    teacher = load_depth_model(teacher_path, cfg.teacher_encoder if cfg.teacher else None).to(info.device)
+    teacher = load_model(teacher_path, cfg.teacher_encoder if cfg.teacher else None).to(info.device)
     source = unlabeled_source(cfg.unlabeled, num_images=cfg.num_images, size=cfg.source_size(), seed=cfg.seed,
                               out_root=cfg.out_root, gap=cfg.real_gap)
     amp = None if cfg.amp == "none" else cfg.amp
@@ -766,10 +732,9 @@ def frozen_encoder(cfg: StudentConfig, student: DepthAnythingV2) -> nn.Module | 
     elif cfg.align_to == "teacher":
         pl = cfg.pseudo_label_config().resolved()
         path = pl.teacher or pl.teacher_config().resolved().run_dir() / "model.pt"
-        enc = load_depth_model(path, pl.teacher_encoder if pl.teacher else None).pretrained
+        enc = load_model(path, pl.teacher_encoder if pl.teacher else None).pretrained
     else:
-        holder = DepthAnythingV2.from_config(student.encoder)
-        load_encoder_weights(holder, cfg.align_to)
+        holder = create_model(student.encoder, encoder_weights=cfg.align_to)
         enc = holder.pretrained
     enc.eval().requires_grad_(False)
     return enc
@@ -817,7 +782,7 @@ def _student_body(cfg: StudentConfig, run_dir: Path):
         raise ValueError(f"none of the {len(source)} images has a label in {cfg.labels_dir()}; "
                          "were the labels made from this source?")
     views = student_views(cfg, labeled)
-    net = new_model(enc, cfg.output_bias, cfg.init_encoder, seed=cfg.seed)
+    net = create_model(enc, seed=cfg.seed, output_bias=cfg.output_bias, encoder_weights=_init_weights(cfg))
     frozen = frozen_encoder(cfg, net)
     model = StudentModel(net, None if frozen is None else frozen.embed_dim, cfg.align_threshold)
     loss = StudentLoss(cfg.gm_weight, cfg.ignore_largest, frozen, cfg.align_weight, cfg.alignment)
@@ -832,19 +797,19 @@ def _student_body(cfg: StudentConfig, run_dir: Path):
 
 
 def _student_finish(cfg: StudentConfig, run_dir: Path) -> dict:
-    models = {"student": load_depth_model(run_dir / "model.pt")}
+    models = {"student": load_model(run_dir / "model.pt")}
     runs = {"student": run_dir}
     pl = cfg.pseudo_label_config().resolved()
     if not cfg.labels and not pl.teacher:
         tdir = pl.teacher_config().resolved().run_dir()
-        models["teacher"], runs["teacher"] = load_depth_model(tdir / "model.pt"), tdir
+        models["teacher"], runs["teacher"] = load_model(tdir / "model.pt"), tdir
     base = cfg.synthetic_only_config()
     if cfg.compare_synthetic_only:  # an upstream run (`StudentConfig.upstream`): made before the student, read here
         bdir = base.resolved().run_dir()
         if not (bdir / "model.pt").is_file():
             raise FileNotFoundError(f"{bdir / 'model.pt'}: the synthetic-only baseline of compare_synthetic_only=True "
                                     "is missing; under a torchrun started by hand, run its train_teacher stage first")
-        models["synthetic-only"], runs["synthetic-only"] = load_depth_model(bdir / "model.pt"), bdir
+        models["synthetic-only"], runs["synthetic-only"] = load_model(bdir / "model.pt"), bdir
     r = base.resolved()  # the mean disparity map baseline: the prior of the labeled synthetic set
     train_set = labeled_dataset(r.labeled, num_scenes=r.num_scenes, size=r.size, seed=r.seed, out_root=r.out_root)
     report = relative_report(models, cfg, run_dir, train_set)
@@ -871,7 +836,7 @@ def _metric_body(cfg: MetricConfig, run_dir: Path):
     enc = stage_encoder(cfg.encoder, cfg.preset)
     data = labeled_dataset(cfg.labeled, num_scenes=cfg.num_scenes, size=cfg.size, seed=cfg.seed, out_root=cfg.out_root)
     views = TrainingView(SkipBadSamples(data), TrainTransform(cfg.size, cfg.size), target="depth")
-    model = new_model(enc, cfg.output_bias, max_depth=cfg.max_depth, seed=cfg.seed)
+    model = create_model(enc, seed=cfg.seed, output_bias=cfg.output_bias, max_depth=cfg.max_depth)
     init = _metric_init(cfg)
     if init:  # encoder only, as the official metric training
         report = load_pretrained(model, init, include=("pretrained.",))
@@ -889,7 +854,7 @@ def _metric_body(cfg: MetricConfig, run_dir: Path):
 
 
 def _metric_finish(cfg: MetricConfig, run_dir: Path) -> dict:
-    model = load_depth_model(run_dir / "model.pt")
+    model = load_model(run_dir / "model.pt")
     sets = eval_sets_for(cfg, metric=True)
     train_set = labeled_dataset(cfg.labeled, num_scenes=cfg.num_scenes, size=cfg.size, seed=cfg.seed,
                                 out_root=cfg.out_root)
@@ -939,7 +904,7 @@ def _eval_checkpoint(cfg: EvalConfig) -> str:
 
 def _evaluate_body(cfg: EvalConfig, run_dir: Path):
     info = init_distributed(cfg.device)
-    model = load_depth_model(_eval_checkpoint(cfg), cfg.encoder, cfg.max_depth or None).to(info.device)
+    model = load_model(_eval_checkpoint(cfg), cfg.encoder, cfg.max_depth or None).to(info.device)
     metric = model.max_depth is not None
     if cfg.benchmarks:
         sets = benchmark_sets(cfg.benchmarks)
@@ -967,7 +932,7 @@ def _evaluate_body(cfg: EvalConfig, run_dir: Path):
 def _evaluate_finish(cfg: EvalConfig, run_dir: Path) -> dict:
     out = json.loads((run_dir / "eval.json").read_text())
     if not cfg.benchmarks:
-        model = load_depth_model(out["checkpoint"], cfg.encoder, cfg.max_depth or None)
+        model = load_model(out["checkpoint"], cfg.encoder, cfg.max_depth or None)
         sets = procedural_sets(min(cfg.eval_scenes, 2), cfg.input_size, cache_dir(cfg.out_root), HELDOUT_SEED,
                                gap=cfg.real_gap)
         samples = _figure_samples(sets)

@@ -34,22 +34,23 @@ from .stages import (PRESETS, RANDOM_INIT, RUNTIME_FIELDS, STAGE_ALIASES, STAGES
                                      _atomic_json, cache_dir, register_stage, run_stage, stage_registry,
                                      config_from_params, finished_run, loss_figure, project_root, require_for_paper,
                                      run_lock, runs_root, save_figure)
-from ..train.trainer import Trainer, TrainConfig, atomic_save, read_state_dict
+from ..models.checkpoints import read_state_dict
+from ..models.registry import load_model, model_from_arch
+from ..train.trainer import Trainer, TrainConfig, atomic_save
 
 # %% auto #0
 __all__ = ['PRESET_VALUES', 'PAPER_REFINER_VALUES', 'PR_V1', 'DERIVE', 'PSEUDO_LABEL_LOSSES', 'BOUNDARY_KEYS', 'REPORT_KEYS',
            'LOWER_IS_BETTER', 'PRV2Config', 'TrainFields', 'CoarseConfig', 'PretrainConfig', 'E2EConfig',
            'FinetuneRealConfig', 'EvaluateConfig', 'coarse_config', 'pretrain_config', 'teacher_config', 'teacher_path',
            'real_config', 'training_scenes', 'heldout_scenes', 'training_set', 'prerender', 'coarse_arch',
-           'refiner_config', 'build_coarse', 'build_model', 'save_model', 'load_model', 'NoisyPretraining',
-           'WholeImageLoss', 'PatchLoss', 'pseudo_label_loss', 'DSDPatchLoss', 'procedural_protocol', 'eval_protocol',
-           'image_tensor', 'coarse_predictor', 'refined_predictor', 'pseudo_label_predictor',
-           'noisy_pretraining_predictor', 'patchrefiner_predictors', 'predictors_for', 'gt_boundaries',
-           'evaluate_predictors', 'metrics_table', 'train_config', 'scale_weight_decay', 'report', 'train_coarse',
-           'noisy_pretrain', 'patchrefiner_arch', 'e2e_lr_mult', 'compare', 'train_e2e', 'boundary_figure',
-           'finetune_real', 'evaluate', 'main', 'PRESETS', 'RUNTIME_FIELDS', 'project_root', 'runs_root', 'cache_dir',
-           'run_lock', 'finished_run', 'config_from_params', 'loss_figure', 'save_figure', 'run_stage', 'STAGES',
-           'STAGE_ALIASES']
+           'refiner_config', 'save_model', 'NoisyPretraining', 'WholeImageLoss', 'PatchLoss', 'pseudo_label_loss',
+           'DSDPatchLoss', 'procedural_protocol', 'eval_protocol', 'image_tensor', 'coarse_predictor',
+           'refined_predictor', 'pseudo_label_predictor', 'noisy_pretraining_predictor', 'patchrefiner_predictors',
+           'predictors_for', 'gt_boundaries', 'evaluate_predictors', 'metrics_table', 'train_config',
+           'scale_weight_decay', 'report', 'train_coarse', 'noisy_pretrain', 'patchrefiner_arch', 'e2e_lr_mult',
+           'compare', 'train_e2e', 'boundary_figure', 'finetune_real', 'evaluate', 'main', 'PRESETS', 'RUNTIME_FIELDS',
+           'project_root', 'runs_root', 'cache_dir', 'run_lock', 'finished_run', 'config_from_params', 'loss_figure',
+           'save_figure', 'run_stage', 'STAGES', 'STAGE_ALIASES']
 
 # %% ../../nbs/52_prv2_stages.ipynb #eecf55ee
 _WORLD = {
@@ -409,33 +410,8 @@ def coarse_arch(cfg: PRV2Config) -> dict:
 def refiner_config(cfg: PRV2Config) -> RefinerConfig:
     "The refiner sized to the coarse branch's channels."
     with torch.device("meta"):
-        channels = build_coarse(coarse_arch(cfg)).channels
+        channels = model_from_arch(coarse_arch(cfg)).channels
     return RefinerConfig.preset(cfg.refiner_encoder, cfg.variant, coarse_chl=channels)
-
-
-def build_coarse(arch: dict) -> DAv2Coarse:
-    return DAv2Coarse.from_config(arch["encoder"], max_depth=arch["max_depth"], process_shape=tuple(arch["process_shape"]))
-
-
-def _refiner_cfg(d: dict) -> RefinerConfig:
-    return RefinerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-
-
-def build_model(arch: dict) -> nn.Module:
-    "An untrained model of `arch` (a model.json dict)."
-    kind = arch.get("kind")
-    if kind == "coarse":
-        return build_coarse(arch)
-    if kind == "np_refiner":
-        return PRV2Refiner.for_noisy_pretraining(_refiner_cfg(arch["refiner"]))
-    if kind == "patchrefiner":
-        coarse = build_coarse(arch["coarse"])
-        if arch["refiner"].get("kind") == PR_V1:
-            refiner = PRV1Refiner.from_coarse(coarse)
-        else:
-            refiner = PRV2Refiner(_refiner_cfg(arch["refiner"]))
-        return PatchRefiner(coarse, refiner, train_coarse=arch.get("train_coarse", True))
-    raise ValueError(f"unknown model kind {kind!r} (coarse | np_refiner | patchrefiner)")
 
 
 def save_model(model: nn.Module, run_dir: Path, arch: dict) -> Path:
@@ -444,22 +420,6 @@ def save_model(model: nn.Module, run_dir: Path, arch: dict) -> Path:
     _atomic_json(Path(run_dir) / "model.json", arch)
     return path
 
-
-def load_model(path: str | os.PathLike) -> nn.Module:
-    "The model of a stage's model.pt (eval mode), rebuilt from the model.json beside it."
-    path = Path(path)
-    info = path.with_suffix(".json")
-    if not info.is_file():
-        raise DatasetError(path, "no model.json beside it: not a PRV2 stage model (build the model and use "
-                                 "load_state_dict / convert_official_state_dict for other files)")
-    arch = json.loads(info.read_text())
-    model = build_model(arch)
-    try:
-        model.load_state_dict(read_state_dict(path))
-    except RuntimeError as e:
-        raise DatasetError(path, f"does not fit its model.json ({arch['kind']}): {str(e).splitlines()[0]}") from None
-    model.arch = arch
-    return model.eval()
 
 # %% ../../nbs/52_prv2_stages.ipynb #46867ffe
 class NoisyPretraining(nn.Module):
@@ -692,7 +652,7 @@ def report(cfg: PRV2Config, run_dir: Path, model: nn.Module, predictors: dict | 
 # %% ../../nbs/52_prv2_stages.ipynb #c688a886
 def _coarse_body(cfg: CoarseConfig, run_dir: Path):
     torch.manual_seed(cfg.seed)
-    model = build_coarse(coarse_arch(cfg))
+    model = model_from_arch(coarse_arch(cfg))
     if cfg.init_depth:  # an initialisation choice for from-scratch training (a sigmoid × 80 m starts at 40 m)
         model.model.init_output_bias_(float(np.log(cfg.init_depth / (cfg.max_depth - cfg.init_depth))))
     if cfg.coarse_init and cfg.coarse_init != RANDOM_INIT:  # official DAv2 keys; wrappers and prefixes handled, mismatches explained
@@ -759,7 +719,7 @@ def _initial_patchrefiner(cfg: E2EConfig) -> PatchRefiner:
         refiner = PRV2Refiner(rcfg, pretrained=cfg.pretrained_encoder)
     elif cfg.np_load in ("all", "encoder"):
         np_path = Path(cfg.np_model) if cfg.np_model else pretrain_config(cfg).resolved().run_dir() / "model.pt"
-        np_state = read_state_dict(np_path)
+        np_state = read_state_dict(np_path)[0]
         refiner = PRV2Refiner.from_noisy_pretraining(rcfg, np_state, encoder_only=cfg.np_load == "encoder")
     else:
         raise ValueError(f"np_load must be 'all', 'encoder' or 'none', got {cfg.np_load!r}")

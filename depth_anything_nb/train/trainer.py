@@ -28,14 +28,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..core.files import atomic_path, atomic_write_json, atomic_write_text, remove_stale_temps
+from ..models.checkpoints import CheckpointError, read_state_dict
 from .distributed import (DistInfo, ResumableSampler, all_gather_objects, config_from_argv,
                                            init_distributed, reduce_mean)
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'CHECKPOINT_FORMAT', 'LossFn', 'EvalFn', 'TrainConfig', 'param_groups', 'make_optimizer', 'LRSchedule',
            'StepScheduler', 'seed_everything', 'get_rng_state', 'set_rng_state', 'preserved_rng', 'PerSampleSeeded',
-           'CheckpointError', 'NonFiniteLossError', 'atomic_save', 'list_checkpoints', 'load_train_state',
-           'read_state_dict', 'LoadReport', 'load_pretrained', 'read_log', 'MetricLogger', 'move_to_device', 'Trainer']
+           'NonFiniteLossError', 'atomic_save', 'list_checkpoints', 'load_train_state', 'LoadReport', 'load_pretrained',
+           'read_log', 'MetricLogger', 'move_to_device', 'Trainer']
 
 # %% ../../nbs/43_trainer.ipynb #f5a7412e
 SCHEDULES = ("poly", "cosine", "onecycle", "constant")
@@ -305,14 +306,6 @@ CHECKPOINT_FORMAT = "depth_anything_nb.training/1"  # a tag inside every trainin
 _CKPT_RE = re.compile(r"^ckpt_(\d+)\.pt$")
 
 
-class CheckpointError(Exception):
-    "A checkpoint file that cannot be used; the message names the file and the problem."
-
-    def __init__(self, path, problem: str):
-        self.path, self.problem = str(path), problem
-        super().__init__(f"{path}: {problem}")
-
-
 class NonFiniteLossError(FloatingPointError):
     "The loss became NaN/inf (more often than `max_nonfinite` allows)."
 
@@ -352,30 +345,6 @@ def load_train_state(path: str | os.PathLike) -> dict:
     return state
 
 # %% ../../nbs/43_trainer.ipynb #bdcf015b
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    "A flat name → tensor dict from .pth/.pt (weights_only) or .safetensors; wrappers and `module.` removed."
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(path, "no such file")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            sd = load_file(str(path), device="cpu")
-        else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(path, f"cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
-    for key in ("model", "state_dict"):
-        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
-            sd = sd[key]
-            break
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise CheckpointError(path, "does not contain a state dict of tensors")
-    if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
-    return sd
-
-
 @dataclass
 class LoadReport:
     "What `load_pretrained` did."
@@ -401,7 +370,7 @@ class LoadReport:
 def load_pretrained(model: nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor],
                     include: Sequence[str] = (), rename: Mapping[str, str] | None = None) -> LoadReport:
     "Copy matching tensors of a checkpoint into `model`: `rename` prefixes first, then keep `include` prefixes."
-    sd = dict(source) if isinstance(source, Mapping) else read_state_dict(source)
+    sd = dict(source) if isinstance(source, Mapping) else read_state_dict(source)[0]
     report = LoadReport("<state dict>" if isinstance(source, Mapping) else str(source))
     olds = sorted(rename or {}, key=len, reverse=True)
     renamed = {}
