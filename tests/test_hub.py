@@ -105,6 +105,8 @@ def test_release_table_names_the_official_files():
     assert (vk.filename, vk.max_depth) == ("depth_anything_v2_metric_vkitti_vitb.pth", 80.0)
     out_hf = hub.RELEASES["depth-anything/Depth-Anything-V2-Metric-Outdoor-Small-hf"]
     assert (out_hf.filename, out_hf.encoder, out_hf.max_depth, out_hf.dialect) == ("model.safetensors", "vits", 80.0, "hf")
+    assert small.url("https://huggingface.co") == \
+        "https://huggingface.co/depth-anything/Depth-Anything-V2-Small/resolve/main/depth_anything_v2_vits.pth"
     assert len(hub.RELEASES) == 18 and not any(r.encoder == "vitg" for r in hub.RELEASES.values())  # Giant: unreleased
     for r in hub.RELEASES.values():  # every file name says its encoder and range
         if r.dialect == "official":
@@ -388,3 +390,20 @@ def test_no_connection_and_no_cache(env, monkeypatch):
     msg = str(info.value)
     assert "\n" not in msg and f"no answer from http://127.0.0.1:{port}" in msg
     assert f"http://127.0.0.1:{port}/{OFFICIAL.repo_id}/resolve/main/{OFFICIAL.filename}" in msg
+
+
+def test_refiner_pretrained_true_uses_the_hub_cache(env, monkeypatch):
+    "`PRV2Refiner(pretrained=True)` takes the ImageNet weights from the cache offline, or says which file is missing."
+    import timm
+
+    from depth_anything_nb.models.prv2_refiner import PRV2Refiner, RefinerConfig
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(hub.WeightsNotAvailable, match="model.safetensors of timm/test_efficientnet.r160_in1k"):
+        PRV2Refiner(RefinerConfig.preset("mini"), pretrained=True)
+    torch.manual_seed(5)
+    imagenet = timm.create_model("test_efficientnet").state_dict()
+    lay_out_cache(env, "timm/test_efficientnet.r160_in1k", {"model.safetensors": _safetensors_bytes(imagenet)})
+    refiner = PRV2Refiner(RefinerConfig.preset("mini"), pretrained=True)
+    stem = refiner.encoder.backbone.conv_stem.weight  # widened for the coarse depth: RGB part = ImageNet
+    assert torch.equal(stem[:, :3], imagenet["conv_stem.weight"]) and not stem[:, 3:].any()
