@@ -139,6 +139,10 @@ def test_offline_official_release_from_cache(env, monkeypatch):
     loaded = load_model(path)
     assert loaded.encoder == "mini-t" and loaded.max_depth is None and _same_weights(loaded, model)
     assert hub.fetch_release(OFFICIAL, verify="sha256") == path  # the blob's name is its SHA-256
+    with pytest.raises(ValueError, match="no release named 'test-org/Tiny-Depth'; known: depth-anything/"):
+        hub.fetch_release(OFFICIAL.repo_id)  # names resolve through release_for: only the official ones
+    with pytest.raises(hub.WeightsNotAvailable, match="depth_anything_v2_vitl.pth of depth-anything/"):
+        hub.fetch_release("Depth-Anything-V2-Large")
 
 
 def test_offline_hf_release_from_cache(env, monkeypatch):

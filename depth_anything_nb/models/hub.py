@@ -249,11 +249,15 @@ def check_release_file(path: str | os.PathLike, release: Release) -> str:
 
 # %% ../../nbs/12a_hub_weights.ipynb #cf58e78c
 def fetch_release(
-    release: Release,  # from `RELEASES` / `release_for`
+    release: Release | str,  # from `RELEASES` / `release_for`, or a release name
     cache_dir: str | os.PathLike | None = None,  # None: huggingface_hub's cache (HF_HUB_CACHE / HF_HOME)
     verify: str = "auto",  # "auto": SHA-256 after a download, shapes always; "sha256": SHA-256 now too; "shapes"
 ) -> Path:  # official: the .pth file; hf: the snapshot directory (model.safetensors + config.json)
     "The weights of `release` from the Hugging Face cache, downloaded first when needed and possible; verified."
+    if isinstance(release, str):
+        name, release = release, release_for(release)
+        if release is None:
+            raise ValueError(f"no release named {name!r}; known: {', '.join(RELEASES)}")
     if verify not in ("auto", "sha256", "shapes"):
         raise ValueError(f"verify must be 'auto', 'sha256' or 'shapes', got {verify!r}")
     if release.dialect not in ("official", "hf"):
