@@ -411,3 +411,18 @@ def test_refiner_pretrained_true_uses_the_hub_cache(env, monkeypatch):
     refiner = PRV2Refiner(RefinerConfig.preset("mini"), pretrained=True)
     stem = refiner.encoder.backbone.conv_stem.weight  # widened for the coarse depth: RGB part = ImageNet
     assert torch.equal(stem[:, :3], imagenet["conv_stem.weight"]) and not stem[:, 3:].any()
+
+
+def test_hf_config_must_match_the_release(env, monkeypatch):
+    "A transformers snapshot whose config.json says relative cannot pass for the metric release (nor vice versa)."
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    files = _hf_files(_mini_model(max_depth=20.0))
+    files["config.json"] = json.dumps({"model_type": "depth_anything", "depth_estimation_type": "relative"}).encode()
+    lay_out_cache(env, HF.repo_id, files)
+    with pytest.raises(CheckpointError, match="describes a relative-depth model, the release is a metric model") as info:
+        hub.fetch_release(HF)
+    assert "\n" not in str(info.value)
+    files["config.json"] = b"{not json"
+    lay_out_cache(env, HF.repo_id, files, commit="e" * 40)
+    with pytest.raises(CheckpointError, match="config.json of test-org/Tiny-Depth-Metric-hf\\): unreadable"):
+        hub.fetch_release(HF)
