@@ -60,7 +60,7 @@ class RefinerEncoder(nn.Module):
     def __init__(
         self,
         name: str = "M",  # a key of `ENCODERS` or any timm model name
-        pretrained: bool = False,  # load timm's ImageNet weights (needs them cached or a network)
+        pretrained: bool = False,  # timm's ImageNet weights, through the Hugging Face cache (12a_hub_weights)
         weights: str | Path | None = None,  # a local timm checkpoint (.safetensors/.pth) for this model
         pretrained_cfg_overlay: dict | None = None,  # passed to timm (e.g. dict(file=...), dict(hf_hub_id=...))
     ):
@@ -71,6 +71,10 @@ class RefinerEncoder(nn.Module):
             if not Path(weights).is_file():
                 raise FileNotFoundError(f"{weights}: encoder weights not found")
             pretrained, overlay["file"] = True, str(weights)
+        elif pretrained and not overlay:  # the cached Hub file, verified; offline-safe with a one-line error
+            from depth_anything_nb.models.hub import timm_pretrained_overlay
+
+            overlay = timm_pretrained_overlay(self.name)
         self.backbone = timm.create_model(
             self.name, pretrained=pretrained, features_only=True, pretrained_cfg_overlay=overlay or None
         )
