@@ -735,7 +735,7 @@ def _configured_peaks(self: Trainer) -> list[float]:
     return [g["lr"] for g in param_groups(self.model, self.config.lr, self.config.lr_mult,
                                           self.config.default_lr_mult)]
 
-
+# %% ../../nbs/43_trainer.ipynb #b9df1f31
 @patch
 def resume(self: Trainer, resume: str | os.PathLike | None = "auto") -> Path | None:
     "Load `resume` (a path) or, for 'auto', the newest readable checkpoint in `out_dir/checkpoints`."
