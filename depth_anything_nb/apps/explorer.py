@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 from matplotlib.figure import Figure
 
 from ..models.registry import create_model, load_model
@@ -696,6 +697,23 @@ class ExplorerUI:
         runs_root: str | os.PathLike | None = None,  # where to look for pipeline runs (None: the stages' default)
         max_points: int = 20_000,  # points in the 3D view
     ):
+        self._init_state(explorer, runs_root)
+        self._build_input_controls()
+        self._build_view_controls(max_points)
+        self._layout()
+        self._wire()
+        self._fill_checkpoints()
+        self._sync_model_controls()
+        if sample is not None:
+            self.source.value = sample  # loads it and draws
+        else:
+            self.refresh()  # asks for an image
+
+    def _repr_mimebundle_(self, **kwargs):  # shown as the app itself
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def _init_state(self, explorer: Explorer | None, runs_root: str | os.PathLike | None):
+        "ipywidgets (or an ImportError naming the extra), the explorer, and the UI's own state."
         from depth_anything_nb.core.extras import optional
 
         W = optional("ipywidgets", "app")  # not installed: the first use below names the extra
@@ -709,370 +727,436 @@ class ExplorerUI:
         ex = self.explorer
         base = ex.model().base_size
         self._scale = ex.input_size // base if ex.input_size and ex.input_size // base in RESOLUTION_SCALES else 1
-        narrow, wide = W.Layout(width="230px"), W.Layout(width="420px")
-        style = {"description_width": "80px"}
-        # the image
-        self.source = W.Dropdown(options=sample_names(), value=None, description="sample", layout=wide, style=style)
-        self.upload = W.FileUpload(accept="image/*", multiple=False, description="upload")
-        self.path = W.Text(placeholder="path/to/image.jpg (on the kernel's machine)", description="path",
-                           layout=wide, style=style)
-        self.open_path = W.Button(description="open", layout=W.Layout(width="70px"))
-        # the model
-        self.encoder = W.Dropdown(options=list(ENCODER_CONFIGS), value=ex.encoder, description="encoder",
-                                  layout=narrow, style=style)
-        self.checkpoint = W.Dropdown(description="checkpoint", layout=W.Layout(width="520px"), style=style)
-        self.checkpoint_path = W.Text(placeholder="a .pth / .safetensors / runs/.../model.pt", description="file",
-                                      layout=wide, style=style)
-        self.load_checkpoint = W.Button(description="load", layout=W.Layout(width="70px"))
-        self.rescan = W.Button(description="rescan runs", layout=W.Layout(width="110px"))
-        self.depth_range = W.ToggleButtons(options=[("relative", None), ("metric 20 m (indoor)", 20.0),
-                                                    ("metric 80 m (outdoor)", 80.0)], value=ex.max_depth,
-                                           description="depth", style={**style, "button_width": "150px"})
-        self.input_size = W.Dropdown(description="input size", layout=narrow, style=style)
-        self.cmap = W.Dropdown(options=list(COLORMAPS), value=ex.cmap, description="colour map", layout=narrow,
-                               style=style)
-        # PRV2
-        self.refine = W.Checkbox(value=ex.refine, description="PRV2 tiled refinement")
-        self.tiles = W.Dropdown(options=[(f"{p}×{p}{' (P=16, paper)' if p == 4 else ''}", (p, p)) for p in (1, 2, 3, 4, 6, 8)],
-                                value=tuple(ex.patch_split_num), description="tiles", layout=narrow, style=style)
-        self.cai_mode = W.Dropdown(options=[(label, mode) for mode, label in CAI_MODES.items()], value=ex.cai_mode,
-                                   description="mode", layout=narrow, style=style)
-        self.status = W.HTML()
-        # views
-        self.views = W.Image(format="png")
-        self.line_mode = W.ToggleButtons(options=["row", "column", "two points"], value="row", description="line",
-                                         style=style)
-        self.row = W.IntSlider(description="row", continuous_update=False, layout=wide, style=style)
-        self.column = W.IntSlider(description="column", continuous_update=False, layout=wide, style=style)
-        self.points = [W.BoundedIntText(description=d, min=0, layout=W.Layout(width="140px"),
-                                        style={"description_width": "25px"}) for d in ("x0", "y0", "x1", "y1")]
-        self.profile = W.Image(format="png")
-        self.camera = W.ToggleButtons(options=[("sample calibration", "sample"), ("field of view", "fov"),
-                                               ("fx fy cx cy", "pinhole")], value="fov", description="camera",
-                                      style={**style, "button_width": "140px"})
-        self.fov = W.FloatSlider(value=60, min=10, max=170, step=1, description="h. FOV (°)", continuous_update=False,
-                                 style=style)
-        self.pinhole = [W.FloatText(description=d, layout=W.Layout(width="160px"), style={"description_width": "25px"})
-                        for d in ("fx", "fy", "cx", "cy")]
-        self.max_points = W.IntSlider(value=max_points, min=1000, max=100_000, step=1000, description="points",
-                                      continuous_update=False, style=style)
-        self.elev = W.IntSlider(value=20, min=-90, max=90, description="elevation", continuous_update=False, style=style)
-        self.azim = W.IntSlider(value=-75, min=-180, max=180, description="azimuth", continuous_update=False, style=style)
-        self.cloud = W.Image(format="png")
-        self.cloud_note = W.HTML()
-        self.out_stem = W.Text(value=str(self._runs_dir() / "explorer" / "depth"), description="save as",
-                               layout=W.Layout(width="600px"), style=style)
-        self.save_depth = W.Button(description="save depth (.npy, 16-bit .png, colour)", layout=W.Layout(width="300px"))
-        self.save_ply = W.Button(description="export point cloud (.ply)", layout=W.Layout(width="220px"))
-        self.saved = W.HTML()
-        self.tabs = W.Tab(children=[
-            W.VBox([W.HBox([self.line_mode]), self.row, self.column, W.HBox(self.points), self.profile]),
-            W.VBox([self.camera, W.HBox([self.fov, self.max_points]), W.HBox(self.pinhole),
-                    W.HBox([self.elev, self.azim]), self.cloud_note, self.cloud]),
-            W.VBox([self.out_stem, W.HBox([self.save_depth, self.save_ply]), self.saved]),
-        ])
-        for i, title in enumerate(("profile", "point cloud", "save")):
-            self.tabs.set_title(i, title)
-        self.widget = W.VBox([
-            W.HBox([self.source, self.upload]), W.HBox([self.path, self.open_path]),
-            W.HBox([self.encoder, self.depth_range]),
-            W.HBox([self.checkpoint, self.rescan]), W.HBox([self.checkpoint_path, self.load_checkpoint]),
-            W.HBox([self.input_size, self.cmap]), W.HBox([self.refine, self.tiles, self.cai_mode]),
-            self.status, self.views, self.tabs])
-        self._wire()
+
+# %% ../../nbs/62_explorer.ipynb #91ea355f
+@patch
+def _runs_dir(self: ExplorerUI) -> Path:
+    "The runs folder (git-ignored): pipeline checkpoints are found there, and saved files go there by default."
+    if self.runs_root is not None:
+        return Path(self.runs_root)
+    try:
+        return default_runs_root()
+    except ImportError:  # the stages are not installed: the working directory
+        return Path("runs")
+
+
+@patch
+def _build_input_controls(self: ExplorerUI):
+    "The image, model and PRV2 controls and the status line, set to what the explorer holds."
+    W, ex = self.W, self.explorer
+    narrow, wide = W.Layout(width="230px"), W.Layout(width="420px")
+    style = {"description_width": "80px"}
+    # the image
+    self.source = W.Dropdown(options=sample_names(), value=None, description="sample", layout=wide, style=style)
+    self.upload = W.FileUpload(accept="image/*", multiple=False, description="upload")
+    self.path = W.Text(placeholder="path/to/image.jpg (on the kernel's machine)", description="path",
+                       layout=wide, style=style)
+    self.open_path = W.Button(description="open", layout=W.Layout(width="70px"))
+    # the model
+    self.encoder = W.Dropdown(options=list(ENCODER_CONFIGS), value=ex.encoder, description="encoder",
+                              layout=narrow, style=style)
+    self.checkpoint = W.Dropdown(description="checkpoint", layout=W.Layout(width="520px"), style=style)
+    self.checkpoint_path = W.Text(placeholder="a .pth / .safetensors / runs/.../model.pt", description="file",
+                                  layout=wide, style=style)
+    self.load_checkpoint = W.Button(description="load", layout=W.Layout(width="70px"))
+    self.rescan = W.Button(description="rescan runs", layout=W.Layout(width="110px"))
+    self.depth_range = W.ToggleButtons(options=[("relative", None), ("metric 20 m (indoor)", 20.0),
+                                                ("metric 80 m (outdoor)", 80.0)], value=ex.max_depth,
+                                       description="depth", style={**style, "button_width": "150px"})
+    self.input_size = W.Dropdown(description="input size", layout=narrow, style=style)
+    self.cmap = W.Dropdown(options=list(COLORMAPS), value=ex.cmap, description="colour map", layout=narrow,
+                           style=style)
+    # PRV2
+    self.refine = W.Checkbox(value=ex.refine, description="PRV2 tiled refinement")
+    self.tiles = W.Dropdown(options=[(f"{p}×{p}{' (P=16, paper)' if p == 4 else ''}", (p, p)) for p in (1, 2, 3, 4, 6, 8)],
+                            value=tuple(ex.patch_split_num), description="tiles", layout=narrow, style=style)
+    self.cai_mode = W.Dropdown(options=[(label, mode) for mode, label in CAI_MODES.items()], value=ex.cai_mode,
+                               description="mode", layout=narrow, style=style)
+    self.status = W.HTML()
+
+# %% ../../nbs/62_explorer.ipynb #95145127
+@patch
+def _build_view_controls(self: ExplorerUI, max_points: int):
+    "The depth view, and the controls of the profile, point-cloud and save tabs."
+    W = self.W
+    wide = W.Layout(width="420px")
+    style = {"description_width": "80px"}
+    self.views = W.Image(format="png")
+    self.line_mode = W.ToggleButtons(options=["row", "column", "two points"], value="row", description="line",
+                                     style=style)
+    self.row = W.IntSlider(description="row", continuous_update=False, layout=wide, style=style)
+    self.column = W.IntSlider(description="column", continuous_update=False, layout=wide, style=style)
+    self.points = [W.BoundedIntText(description=d, min=0, layout=W.Layout(width="140px"),
+                                    style={"description_width": "25px"}) for d in ("x0", "y0", "x1", "y1")]
+    self.profile = W.Image(format="png")
+    self.camera = W.ToggleButtons(options=[("sample calibration", "sample"), ("field of view", "fov"),
+                                           ("fx fy cx cy", "pinhole")], value="fov", description="camera",
+                                  style={**style, "button_width": "140px"})
+    self.fov = W.FloatSlider(value=60, min=10, max=170, step=1, description="h. FOV (°)", continuous_update=False,
+                             style=style)
+    self.pinhole = [W.FloatText(description=d, layout=W.Layout(width="160px"), style={"description_width": "25px"})
+                    for d in ("fx", "fy", "cx", "cy")]
+    self.max_points = W.IntSlider(value=max_points, min=1000, max=100_000, step=1000, description="points",
+                                  continuous_update=False, style=style)
+    self.elev = W.IntSlider(value=20, min=-90, max=90, description="elevation", continuous_update=False, style=style)
+    self.azim = W.IntSlider(value=-75, min=-180, max=180, description="azimuth", continuous_update=False, style=style)
+    self.cloud = W.Image(format="png")
+    self.cloud_note = W.HTML()
+    self.out_stem = W.Text(value=str(self._runs_dir() / "explorer" / "depth"), description="save as",
+                           layout=W.Layout(width="600px"), style=style)
+    self.save_depth = W.Button(description="save depth (.npy, 16-bit .png, colour)", layout=W.Layout(width="300px"))
+    self.save_ply = W.Button(description="export point cloud (.ply)", layout=W.Layout(width="220px"))
+    self.saved = W.HTML()
+
+
+@patch
+def _layout(self: ExplorerUI):
+    "The controls in rows, the three tabs, all in `self.widget`."
+    W = self.W
+    self.tabs = W.Tab(children=[
+        W.VBox([W.HBox([self.line_mode]), self.row, self.column, W.HBox(self.points), self.profile]),
+        W.VBox([self.camera, W.HBox([self.fov, self.max_points]), W.HBox(self.pinhole),
+                W.HBox([self.elev, self.azim]), self.cloud_note, self.cloud]),
+        W.VBox([self.out_stem, W.HBox([self.save_depth, self.save_ply]), self.saved]),
+    ])
+    for i, title in enumerate(("profile", "point cloud", "save")):
+        self.tabs.set_title(i, title)
+    self.widget = W.VBox([
+        W.HBox([self.source, self.upload]), W.HBox([self.path, self.open_path]),
+        W.HBox([self.encoder, self.depth_range]),
+        W.HBox([self.checkpoint, self.rescan]), W.HBox([self.checkpoint_path, self.load_checkpoint]),
+        W.HBox([self.input_size, self.cmap]), W.HBox([self.refine, self.tiles, self.cai_mode]),
+        self.status, self.views, self.tabs])
+
+# %% ../../nbs/62_explorer.ipynb #d4cf21d7
+@patch
+def _run(self: ExplorerUI, action):
+    "Run a callback unless muted; show any error in the status line instead of raising."
+    if self._muted:
+        return
+    try:
+        action()
+    except Exception as e:  # noqa: BLE001 - a widget callback must not raise into the frontend
+        self.last_traceback = traceback.format_exc()
+        what = str(e) if isinstance(e, _ERRORS_SHOWN_AS_IS) else f"{type(e).__name__}: {e}"
+        self.last_error = what
+        self.status.value = _status_html(f"✗ {what}", error=True)
+
+
+@patch
+def _set(self: ExplorerUI, widget, **values):
+    "Change widget traits without triggering callbacks."
+    self._muted = True
+    try:
+        for k, v in values.items():
+            setattr(widget, k, v)
+    finally:
+        self._muted = False
+
+# %% ../../nbs/62_explorer.ipynb #7973a44f
+@patch
+def _fill_checkpoints(self: ExplorerUI):
+    found = []
+    try:
+        found = discover_checkpoints(self._runs_dir())
+    except Exception as e:  # noqa: BLE001 - no runs folder (or stages unavailable) is not an error
+        self.last_error = f"no pipeline runs listed: {e}"
+    options = [(f"none — {RANDOM_NOTE}", RANDOM), (f"PRV2 — {RANDOM_NOTE}", PRV2_RANDOM)]
+    options += [(f.label, f.path) for f in found]
+    options += [(f"in memory · {m.label}", key) for key, m in self.explorer.memory_models.items()]
+    current = self.explorer.checkpoint
+    if current not in {v for _, v in options}:
+        options.append((f"file · {Path(current).name}", current))
+    self._set(self.checkpoint, options=options, value=current)
+    return found
+
+
+@patch
+def _sync_model_controls(self: ExplorerUI, loaded: LoadedModel | None = None):
+    "Make encoder, depth range, input size and PRV2 controls show what the loaded model is."
+    ex = self.explorer
+    loaded = loaded or ex.model()
+    from_file = ex.checkpoint not in (RANDOM, PRV2_RANDOM)
+    ranges = dict((v, k) for k, v in self.depth_range.options)
+    if loaded.max_depth not in ranges:
+        self._set(self.depth_range, options=[*self.depth_range.options, (f"metric {loaded.max_depth:g} m", loaded.max_depth)])
+    self._set(self.encoder, value=loaded.encoder, disabled=from_file)
+    self._set(self.depth_range, value=loaded.max_depth)
+    ex.encoder, ex.max_depth = loaded.encoder, loaded.max_depth
+    # the input size keeps its scale (1×, 2×, 4× the training size) across encoders
+    value = loaded.base_size * self._scale if loaded.kind == "dav2" else loaded.base_size
+    ex.input_size = value
+    self._set(self.input_size, options=list(ex.input_sizes(loaded).items()), value=value,
+              disabled=loaded.kind != "dav2")
+    for w in (self.refine, self.tiles, self.cai_mode):
+        self._set(w, disabled=loaded.kind != "prv2")
+
+# %% ../../nbs/62_explorer.ipynb #f3a30be1
+@patch
+def _fit_line_controls(self: ExplorerUI):
+    h, w = self.explorer.sample.shape
+    self._set(self.row, max=h - 1, value=h // 2)
+    self._set(self.column, max=w - 1, value=w // 2)
+    for box, top, v in zip(self.points, (w - 1, h - 1, w - 1, h - 1), (w // 4, h // 4, 3 * w // 4, 3 * h // 4)):
+        self._set(box, max=top, value=v)
+    intr = self.explorer.sample.intrinsics or camera_intrinsics(w, h, fov=self.fov.value)
+    for box, v in zip(self.pinhole, intr):
+        self._set(box, value=round(float(v), 3))
+    self._set(self.camera, value="sample" if self.explorer.sample.intrinsics else
+              ("fov" if self.camera.value == "sample" else self.camera.value))
+
+
+@patch
+def line(self: ExplorerUI):
+    "The profile segment ((x0, y0), (x1, y1)) the line controls describe."
+    h, w = self.explorer.sample.shape
+    if self.line_mode.value == "row":
+        return (0, self.row.value), (w - 1, self.row.value)
+    if self.line_mode.value == "column":
+        return (self.column.value, 0), (self.column.value, h - 1)
+    x0, y0, x1, y1 = (b.value for b in self.points)
+    return (x0, y0), (x1, y1)
+
+
+@patch
+def camera_intrinsics(self: ExplorerUI):
+    "(fx, fy, cx, cy) the camera controls describe."
+    fx, fy, cx, cy = (b.value for b in self.pinhole)
+    return self.explorer.intrinsics(self.camera.value, self.fov.value, fx, fy, cx, cy)
+
+# %% ../../nbs/62_explorer.ipynb #781fd92b
+@patch
+def _show(self: ExplorerUI, name: str, image_widget, fig: Figure):
+    self.figures[name] = fig
+    image_widget.value = figure_png(fig)
+
+
+@patch
+def refresh(self: ExplorerUI):
+    "Compute (or fetch) the prediction and redraw the depth view and the open tab."
+    ex = self.explorer
+    if ex.sample is None:
+        self.status.value = _status_html("pick a sample, upload an image or open a path")
+        return
+    before = ex.counts["forward_passes"]
+    self.status.value = _status_html("… working")  # reaches the browser while the network runs
+    res = ex.result()
+    loaded = ex.model()
+    self._draw_views()
+    self._draw_tab()
+    how = f"computed in {res.seconds:.2f} s" if ex.counts["forward_passes"] > before else "from cache"
+    meaning = "metres" if res.metric else "affine-invariant inverse depth: larger = closer, no unit"
+    lines = [f"✓ {res.title}", f"  {res.network}, {how}; {meaning}"]
+    if self._note:
+        lines.append(f"  note: {self._note}")
+    self.last_error = None
+    self.status.value = _status_html("\n".join(lines))
+
+
+@patch
+def _draw_views(self: ExplorerUI):
+    "Image | prediction | ground truth, with the profile's line while the profile tab is open."
+    line = self.line() if self.tabs.selected_index == PROFILE_TAB else None
+    self._show("views", self.views, self.explorer.views_figure(line))
+
+
+@patch
+def _draw_tab(self: ExplorerUI):
+    if self.explorer.sample is None:
+        return
+    if self.tabs.selected_index == PROFILE_TAB:
+        self._draw_profile()
+    elif self.tabs.selected_index == CLOUD_TAB:
+        self._draw_cloud()
+
+
+@patch
+def _draw_profile(self: ExplorerUI):
+    p0, p1 = self.line()
+    self._show("profile", self.profile, self.explorer.profile_figure(p0, p1))
+
+
+@patch
+def _draw_cloud(self: ExplorerUI):
+    if self.tabs.selected_index != CLOUD_TAB or self.explorer.sample is None:
+        return
+    try:
+        fig = self.explorer.cloud_figure(self.camera_intrinsics(), self.max_points.value, self.elev.value,
+                                         self.azim.value)
+    except (ExplorerError, ValueError) as e:  # no metric depth, or an impossible camera
+        self.cloud_note.value = _status_html(str(e), error=True)
+        self.figures.pop("cloud", None)
+        self.cloud.value = b""
+        return
+    self.cloud_note.value = ""
+    self._show("cloud", self.cloud, fig)
+
+# %% ../../nbs/62_explorer.ipynb #65f77ee3
+@patch
+def _on_source(self: ExplorerUI):
+    if self.source.value is None:
+        return
+    self.explorer.load_sample(self.source.value)
+    self._fit_line_controls()
+    self.refresh()
+
+
+@patch
+def _on_upload(self: ExplorerUI):
+    if not self.upload.value:
+        return
+    item = self.upload.value[0]
+    self.explorer.load_upload(bytes(item["content"]), item["name"])
+    self._set(self.source, value=None)
+    self._fit_line_controls()
+    self.refresh()
+
+
+@patch
+def _on_path(self: ExplorerUI):
+    self.explorer.load_path(self.path.value)
+    self._set(self.source, value=None)
+    self._fit_line_controls()
+    self.refresh()
+
+# %% ../../nbs/62_explorer.ipynb #1f0fbf5f
+@patch
+def _on_model(self: ExplorerUI):
+    ex = self.explorer
+    old = (ex.encoder, ex.checkpoint, ex.max_depth)
+    ex.encoder, ex.checkpoint, ex.max_depth = self.encoder.value, self.checkpoint.value, self.depth_range.value
+    try:
+        loaded = ex.model()
+    except Exception:
+        ex.encoder, ex.checkpoint, ex.max_depth = old
         self._fill_checkpoints()
         self._sync_model_controls()
-        if sample is not None:
-            self.source.value = sample  # loads it and draws
-        else:
-            self.refresh()  # asks for an image
+        raise
+    self._note = loaded.note
+    self._sync_model_controls(loaded)
+    self.refresh()
 
-    def _repr_mimebundle_(self, **kwargs):  # shown as the app itself
-        return self.widget._repr_mimebundle_(**kwargs)
 
-    # -- plumbing ----------------------------------------------------------------------------------------
-    def _wire(self):
-        on = lambda w, f: w.observe(lambda change: self._run(f), names="value")  # noqa: E731
-        on(self.source, self._on_source)
-        on(self.upload, self._on_upload)
-        self.open_path.on_click(lambda _: self._run(self._on_path))
-        for w in (self.encoder, self.checkpoint, self.depth_range):
-            on(w, self._on_model)
-        self.load_checkpoint.on_click(lambda _: self._run(self._on_checkpoint_path))
-        self.rescan.on_click(lambda _: self._run(self._fill_checkpoints))
-        on(self.input_size, self._on_input_size)
-        on(self.cmap, self._on_cmap)
-        for w in (self.refine, self.tiles, self.cai_mode):
-            on(w, self._on_prv2)
-        for w in (self.line_mode, self.row, self.column, *self.points):
-            on(w, self._on_line)
-        for w in (self.camera, self.fov, *self.pinhole, self.max_points, self.elev, self.azim):
-            on(w, self._draw_cloud)
-        self.tabs.observe(lambda change: self._run(self._on_tab), names="selected_index")
-        self.save_depth.on_click(lambda _: self._run(self._on_save_depth))
-        self.save_ply.on_click(lambda _: self._run(self._on_save_ply))
+@patch
+def _on_checkpoint_path(self: ExplorerUI):
+    path = self.checkpoint_path.value.strip()
+    if not path:
+        raise ExplorerError("type the checkpoint's path first")
+    old = self.explorer.checkpoint
+    self.explorer.checkpoint = path
+    try:
+        loaded = self.explorer.model()
+    except Exception:
+        self.explorer.checkpoint = old
+        raise
+    self._note = loaded.note
+    self._fill_checkpoints()
+    self._sync_model_controls(loaded)
+    self.refresh()
 
-    def _run(self, action):
-        "Run a callback unless muted; show any error in the status line instead of raising."
-        if self._muted:
-            return
-        try:
-            action()
-        except Exception as e:  # noqa: BLE001 - a widget callback must not raise into the frontend
-            self.last_traceback = traceback.format_exc()
-            what = str(e) if isinstance(e, _ERRORS_SHOWN_AS_IS) else f"{type(e).__name__}: {e}"
-            self.last_error = what
-            self.status.value = _status_html(f"✗ {what}", error=True)
 
-    @contextlib.contextmanager
-    def batch(self):
-        "Set several controls (callbacks muted), then apply them together with one redraw; for scripts and tests."
-        self._muted = True
-        try:
-            yield self
-        finally:
-            self._muted = False
-        self._run(self._apply_controls)
+@patch
+def use_model(self: ExplorerUI, model: torch.nn.Module | LoadedModel, label: str = "in-memory model") -> LoadedModel:
+    "Explore a model from this kernel (see `Explorer.use_model`); it joins the checkpoint list."
+    self.explorer.use_model(model, label)
+    self._fill_checkpoints()
+    loaded = self.explorer.model()
+    self._note = loaded.note
+    self._sync_model_controls(loaded)
+    self.refresh()
+    return loaded
 
-    def _apply_controls(self):
-        ex = self.explorer
-        ex.cmap, ex.refine, ex.cai_mode = self.cmap.value, self.refine.value, self.cai_mode.value
-        ex.patch_split_num = tuple(self.tiles.value)
-        if (self.encoder.value, self.checkpoint.value, self.depth_range.value) != (ex.encoder, ex.checkpoint, ex.max_depth):
-            self._on_model()  # redraws
-            return
-        if not self.input_size.disabled:
-            ex.input_size = self.input_size.value
-            self._scale = max(1, self.input_size.value // ex.model().base_size)
-        self.refresh()
 
-    def _set(self, widget, **values):
-        "Change widget traits without triggering callbacks."
-        self._muted = True
-        try:
-            for k, v in values.items():
-                setattr(widget, k, v)
-        finally:
-            self._muted = False
+@patch
+def _on_input_size(self: ExplorerUI):
+    self.explorer.input_size = self.input_size.value
+    self._scale = max(1, self.input_size.value // self.explorer.model().base_size)
+    self.refresh()
 
-    def _runs_dir(self) -> Path:
-        "The runs folder (git-ignored): pipeline checkpoints are found there, and saved files go there by default."
-        if self.runs_root is not None:
-            return Path(self.runs_root)
-        try:
-            return default_runs_root()
-        except ImportError:  # the stages are not installed: the working directory
-            return Path("runs")
 
-    def _fill_checkpoints(self):
-        found = []
-        try:
-            found = discover_checkpoints(self._runs_dir())
-        except Exception as e:  # noqa: BLE001 - no runs folder (or stages unavailable) is not an error
-            self.last_error = f"no pipeline runs listed: {e}"
-        options = [(f"none — {RANDOM_NOTE}", RANDOM), (f"PRV2 — {RANDOM_NOTE}", PRV2_RANDOM)]
-        options += [(f.label, f.path) for f in found]
-        options += [(f"in memory · {m.label}", key) for key, m in self.explorer.memory_models.items()]
-        current = self.explorer.checkpoint
-        if current not in {v for _, v in options}:
-            options.append((f"file · {Path(current).name}", current))
-        self._set(self.checkpoint, options=options, value=current)
-        return found
+@patch
+def _on_cmap(self: ExplorerUI):
+    self.explorer.cmap = self.cmap.value
+    self.refresh()
 
-    def _sync_model_controls(self, loaded: LoadedModel | None = None):
-        "Make encoder, depth range, input size and PRV2 controls show what the loaded model is."
-        ex = self.explorer
-        loaded = loaded or ex.model()
-        from_file = ex.checkpoint not in (RANDOM, PRV2_RANDOM)
-        ranges = dict((v, k) for k, v in self.depth_range.options)
-        if loaded.max_depth not in ranges:
-            self._set(self.depth_range, options=[*self.depth_range.options, (f"metric {loaded.max_depth:g} m", loaded.max_depth)])
-        self._set(self.encoder, value=loaded.encoder, disabled=from_file)
-        self._set(self.depth_range, value=loaded.max_depth)
-        ex.encoder, ex.max_depth = loaded.encoder, loaded.max_depth
-        # the input size keeps its scale (1×, 2×, 4× the training size) across encoders
-        value = loaded.base_size * self._scale if loaded.kind == "dav2" else loaded.base_size
-        ex.input_size = value
-        self._set(self.input_size, options=list(ex.input_sizes(loaded).items()), value=value,
-                  disabled=loaded.kind != "dav2")
-        for w in (self.refine, self.tiles, self.cai_mode):
-            self._set(w, disabled=loaded.kind != "prv2")
 
-    def _fit_line_controls(self):
-        h, w = self.explorer.sample.shape
-        self._set(self.row, max=h - 1, value=h // 2)
-        self._set(self.column, max=w - 1, value=w // 2)
-        for box, top, v in zip(self.points, (w - 1, h - 1, w - 1, h - 1), (w // 4, h // 4, 3 * w // 4, 3 * h // 4)):
-            self._set(box, max=top, value=v)
-        intr = self.explorer.sample.intrinsics or camera_intrinsics(w, h, fov=self.fov.value)
-        for box, v in zip(self.pinhole, intr):
-            self._set(box, value=round(float(v), 3))
-        self._set(self.camera, value="sample" if self.explorer.sample.intrinsics else
-                  ("fov" if self.camera.value == "sample" else self.camera.value))
+@patch
+def _on_prv2(self: ExplorerUI):
+    ex = self.explorer
+    ex.refine, ex.patch_split_num, ex.cai_mode = self.refine.value, tuple(self.tiles.value), self.cai_mode.value
+    self.refresh()
 
-    def line(self):
-        "The profile segment ((x0, y0), (x1, y1)) the line controls describe."
-        h, w = self.explorer.sample.shape
-        if self.line_mode.value == "row":
-            return (0, self.row.value), (w - 1, self.row.value)
-        if self.line_mode.value == "column":
-            return (self.column.value, 0), (self.column.value, h - 1)
-        x0, y0, x1, y1 = (b.value for b in self.points)
-        return (x0, y0), (x1, y1)
-
-    def camera_intrinsics(self):
-        "(fx, fy, cx, cy) the camera controls describe."
-        fx, fy, cx, cy = (b.value for b in self.pinhole)
-        return self.explorer.intrinsics(self.camera.value, self.fov.value, fx, fy, cx, cy)
-
-    # -- drawing -----------------------------------------------------------------------------------------
-    def _show(self, name: str, image_widget, fig: Figure):
-        self.figures[name] = fig
-        image_widget.value = figure_png(fig)
-
-    def refresh(self):
-        "Compute (or fetch) the prediction and redraw the depth view and the open tab."
-        ex = self.explorer
-        if ex.sample is None:
-            self.status.value = _status_html("pick a sample, upload an image or open a path")
-            return
-        before = ex.counts["forward_passes"]
-        self.status.value = _status_html("… working")  # reaches the browser while the network runs
-        res = ex.result()
-        loaded = ex.model()
+# %% ../../nbs/62_explorer.ipynb #34ba6b24
+@patch
+def _on_tab(self: ExplorerUI):
+    if self.explorer.sample is not None:
         self._draw_views()
         self._draw_tab()
-        how = f"computed in {res.seconds:.2f} s" if ex.counts["forward_passes"] > before else "from cache"
-        meaning = "metres" if res.metric else "affine-invariant inverse depth: larger = closer, no unit"
-        lines = [f"✓ {res.title}", f"  {res.network}, {how}; {meaning}"]
-        if self._note:
-            lines.append(f"  note: {self._note}")
-        self.last_error = None
-        self.status.value = _status_html("\n".join(lines))
 
-    def _draw_views(self):
-        "Image | prediction | ground truth, with the profile's line while the profile tab is open."
-        line = self.line() if self.tabs.selected_index == PROFILE_TAB else None
-        self._show("views", self.views, self.explorer.views_figure(line))
 
-    def _draw_tab(self):
-        if self.explorer.sample is None:
-            return
-        if self.tabs.selected_index == PROFILE_TAB:
-            self._draw_profile()
-        elif self.tabs.selected_index == CLOUD_TAB:
-            self._draw_cloud()
+@patch
+def _on_line(self: ExplorerUI):
+    if self.tabs.selected_index == PROFILE_TAB:
+        self._draw_views()
+        self._draw_profile()
 
-    def _draw_profile(self):
-        p0, p1 = self.line()
-        self._show("profile", self.profile, self.explorer.profile_figure(p0, p1))
 
-    def _draw_cloud(self):
-        if self.tabs.selected_index != CLOUD_TAB or self.explorer.sample is None:
-            return
-        try:
-            fig = self.explorer.cloud_figure(self.camera_intrinsics(), self.max_points.value, self.elev.value,
-                                             self.azim.value)
-        except (ExplorerError, ValueError) as e:  # no metric depth, or an impossible camera
-            self.cloud_note.value = _status_html(str(e), error=True)
-            self.figures.pop("cloud", None)
-            self.cloud.value = b""
-            return
-        self.cloud_note.value = ""
-        self._show("cloud", self.cloud, fig)
+@patch
+def _on_save_depth(self: ExplorerUI):
+    paths = self.explorer.save_depth(self.out_stem.value)
+    self.saved.value = _status_html("saved " + ", ".join(map(str, paths)))
 
-    # -- callbacks ---------------------------------------------------------------------------------------
-    def _on_source(self):
-        if self.source.value is None:
-            return
-        self.explorer.load_sample(self.source.value)
-        self._fit_line_controls()
-        self.refresh()
 
-    def _on_upload(self):
-        if not self.upload.value:
-            return
-        item = self.upload.value[0]
-        self.explorer.load_upload(bytes(item["content"]), item["name"])
-        self._set(self.source, value=None)
-        self._fit_line_controls()
-        self.refresh()
+@patch
+def _on_save_ply(self: ExplorerUI):
+    path = self.explorer.export_ply(str(Path(self.out_stem.value).expanduser()) + ".ply", self.camera_intrinsics())
+    self.saved.value = _status_html(f"saved {path}")
 
-    def _on_path(self):
-        self.explorer.load_path(self.path.value)
-        self._set(self.source, value=None)
-        self._fit_line_controls()
-        self.refresh()
 
-    def _on_model(self):
-        ex = self.explorer
-        old = (ex.encoder, ex.checkpoint, ex.max_depth)
-        ex.encoder, ex.checkpoint, ex.max_depth = self.encoder.value, self.checkpoint.value, self.depth_range.value
-        try:
-            loaded = ex.model()
-        except Exception:
-            ex.encoder, ex.checkpoint, ex.max_depth = old
-            self._fill_checkpoints()
-            self._sync_model_controls()
-            raise
-        self._note = loaded.note
-        self._sync_model_controls(loaded)
-        self.refresh()
+@patch
+@contextlib.contextmanager
+def batch(self: ExplorerUI):
+    "Set several controls (callbacks muted), then apply them together with one redraw; for scripts and tests."
+    self._muted = True
+    try:
+        yield self
+    finally:
+        self._muted = False
+    self._run(self._apply_controls)
 
-    def _on_checkpoint_path(self):
-        path = self.checkpoint_path.value.strip()
-        if not path:
-            raise ExplorerError("type the checkpoint's path first")
-        old = self.explorer.checkpoint
-        self.explorer.checkpoint = path
-        try:
-            loaded = self.explorer.model()
-        except Exception:
-            self.explorer.checkpoint = old
-            raise
-        self._note = loaded.note
-        self._fill_checkpoints()
-        self._sync_model_controls(loaded)
-        self.refresh()
 
-    def use_model(self, model: torch.nn.Module | LoadedModel, label: str = "in-memory model") -> LoadedModel:
-        "Explore a model from this kernel (see `Explorer.use_model`); it joins the checkpoint list."
-        self.explorer.use_model(model, label)
-        self._fill_checkpoints()
-        loaded = self.explorer.model()
-        self._note = loaded.note
-        self._sync_model_controls(loaded)
-        self.refresh()
-        return loaded
+@patch
+def _apply_controls(self: ExplorerUI):
+    ex = self.explorer
+    ex.cmap, ex.refine, ex.cai_mode = self.cmap.value, self.refine.value, self.cai_mode.value
+    ex.patch_split_num = tuple(self.tiles.value)
+    if (self.encoder.value, self.checkpoint.value, self.depth_range.value) != (ex.encoder, ex.checkpoint, ex.max_depth):
+        self._on_model()  # redraws
+        return
+    if not self.input_size.disabled:
+        ex.input_size = self.input_size.value
+        self._scale = max(1, self.input_size.value // ex.model().base_size)
+    self.refresh()
 
-    def _on_input_size(self):
-        self.explorer.input_size = self.input_size.value
-        self._scale = max(1, self.input_size.value // self.explorer.model().base_size)
-        self.refresh()
 
-    def _on_cmap(self):
-        self.explorer.cmap = self.cmap.value
-        self.refresh()
-
-    def _on_prv2(self):
-        ex = self.explorer
-        ex.refine, ex.patch_split_num, ex.cai_mode = self.refine.value, tuple(self.tiles.value), self.cai_mode.value
-        self.refresh()
-
-    def _on_tab(self):
-        if self.explorer.sample is not None:
-            self._draw_views()
-            self._draw_tab()
-
-    def _on_line(self):
-        if self.tabs.selected_index == PROFILE_TAB:
-            self._draw_views()
-            self._draw_profile()
-
-    def _on_save_depth(self):
-        paths = self.explorer.save_depth(self.out_stem.value)
-        self.saved.value = _status_html("saved " + ", ".join(map(str, paths)))
-
-    def _on_save_ply(self):
-        path = self.explorer.export_ply(str(Path(self.out_stem.value).expanduser()) + ".ply", self.camera_intrinsics())
-        self.saved.value = _status_html(f"saved {path}")
+@patch
+def _wire(self: ExplorerUI):
+    on = lambda w, f: w.observe(lambda change: self._run(f), names="value")  # noqa: E731
+    on(self.source, self._on_source)
+    on(self.upload, self._on_upload)
+    self.open_path.on_click(lambda _: self._run(self._on_path))
+    for w in (self.encoder, self.checkpoint, self.depth_range):
+        on(w, self._on_model)
+    self.load_checkpoint.on_click(lambda _: self._run(self._on_checkpoint_path))
+    self.rescan.on_click(lambda _: self._run(self._fill_checkpoints))
+    on(self.input_size, self._on_input_size)
+    on(self.cmap, self._on_cmap)
+    for w in (self.refine, self.tiles, self.cai_mode):
+        on(w, self._on_prv2)
+    for w in (self.line_mode, self.row, self.column, *self.points):
+        on(w, self._on_line)
+    for w in (self.camera, self.fov, *self.pinhole, self.max_points, self.elev, self.azim):
+        on(w, self._draw_cloud)
+    self.tabs.observe(lambda change: self._run(self._on_tab), names="selected_index")
+    self.save_depth.on_click(lambda _: self._run(self._on_save_depth))
+    self.save_ply.on_click(lambda _: self._run(self._on_save_ply))

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from fastcore.basics import patch
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -530,287 +531,315 @@ class Trainer:
         self.history: list[dict] = []
         self.resumed_from: Path | None = None
 
-    # ----- small helpers
     def _info(self, msg: str):
         if self.dist.is_main:
             print(msg, flush=True)
 
-    def autocast(self):
-        "The autocast context of this run (a no-op without AMP); also useful inside `eval_fn`."
-        if self.config.amp is None:
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.config.amp == "bf16" else torch.float16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+# %% ../../nbs/43_trainer.ipynb #526d024c
+@patch
+def autocast(self: Trainer):
+    "The autocast context of this run (a no-op without AMP); also useful inside `eval_fn`."
+    if self.config.amp is None:
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if self.config.amp == "bf16" else torch.float16
+    return torch.autocast(device_type=self.device.type, dtype=dtype)
 
-    @contextlib.contextmanager
-    def _determinism(self):
-        "Deterministic algorithms during `fit` (or cudnn.benchmark, as the official trainers), then restore."
-        prev = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-                torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-        if self.config.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-        else:
-            torch.backends.cudnn.benchmark = True
-        try:
-            yield
-        finally:
-            torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
-            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = prev[2], prev[3]
 
-    # ----- data
-    def _loader(self) -> Iterable:
-        "Micro-batches of this rank for the current epoch, from the current position."
-        cfg = self.config
-        g = torch.Generator().manual_seed(_mix_seed(cfg.seed, self.epoch, self.rank, 0x5EED))
-        kw = dict(batch_size=cfg.batch_size, drop_last=True, num_workers=cfg.num_workers, collate_fn=self.collate_fn,
-                  pin_memory=self.device.type == "cuda", generator=g)
-        if not self.iterable:
-            ds = PerSampleSeeded(self.dataset, cfg.seed, self.epoch) if cfg.seed_per_sample else self.dataset
-            sampler = ResumableSampler(len(self.dataset), self.global_batch, rank=self.rank,
-                                       world_size=self.world_size, seed=cfg.seed, epoch=self.epoch,
-                                       start=self.epoch_samples)
-            return torch.utils.data.DataLoader(ds, sampler=sampler, **kw)
-        if hasattr(self.dataset, "set_epoch_position"):  # a shard-aware iterable dataset positions itself
-            self.dataset.set_epoch_position(self.epoch, self.epoch_samples, self.rank, self.world_size)
-            return torch.utils.data.DataLoader(self.dataset, **kw)
-        if self.world_size > 1:
-            raise TypeError(f"{type(self.dataset).__name__} is an IterableDataset without "
-                            "set_epoch_position(epoch, start, rank, world_size): it cannot be sharded across ranks")
-        skip = self.epoch_samples // cfg.batch_size  # replay to the position (exact if its order is seeded)
-        loader = torch.utils.data.DataLoader(self.dataset, **kw)
-        return (b for i, b in enumerate(loader) if i >= skip)
+@patch
+@contextlib.contextmanager
+def _determinism(self: Trainer):
+    "Deterministic algorithms during `fit` (or cudnn.benchmark, as the official trainers), then restore."
+    prev = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    if self.config.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    else:
+        torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = prev[2], prev[3]
 
-    def _micro_groups(self):
-        "Lists of `grad_accum` micro-batches, one list per optimiser step, until the loader is exhausted."
-        group = []
-        for batch in self._loader():
-            group.append(batch)
-            if len(group) == self.config.grad_accum:
-                yield group
-                group = []
+# %% ../../nbs/43_trainer.ipynb #6616a866
+@patch
+def _loader(self: Trainer) -> Iterable:
+    "Micro-batches of this rank for the current epoch, from the current position."
+    cfg = self.config
+    g = torch.Generator().manual_seed(_mix_seed(cfg.seed, self.epoch, self.rank, 0x5EED))
+    kw = dict(batch_size=cfg.batch_size, drop_last=True, num_workers=cfg.num_workers, collate_fn=self.collate_fn,
+              pin_memory=self.device.type == "cuda", generator=g)
+    if not self.iterable:
+        ds = PerSampleSeeded(self.dataset, cfg.seed, self.epoch) if cfg.seed_per_sample else self.dataset
+        sampler = ResumableSampler(len(self.dataset), self.global_batch, rank=self.rank,
+                                   world_size=self.world_size, seed=cfg.seed, epoch=self.epoch,
+                                   start=self.epoch_samples)
+        return torch.utils.data.DataLoader(ds, sampler=sampler, **kw)
+    if hasattr(self.dataset, "set_epoch_position"):  # a shard-aware iterable dataset positions itself
+        self.dataset.set_epoch_position(self.epoch, self.epoch_samples, self.rank, self.world_size)
+        return torch.utils.data.DataLoader(self.dataset, **kw)
+    if self.world_size > 1:
+        raise TypeError(f"{type(self.dataset).__name__} is an IterableDataset without "
+                        "set_epoch_position(epoch, start, rank, world_size): it cannot be sharded across ranks")
+    skip = self.epoch_samples // cfg.batch_size  # replay to the position (exact if its order is seeded)
+    loader = torch.utils.data.DataLoader(self.dataset, **kw)
+    return (b for i, b in enumerate(loader) if i >= skip)
 
-    # ----- one optimiser step
-    def _optimizer_step(self, micro_batches: list, need_norm: bool) -> dict | None:
-        "Forward/backward over the micro-batches, then one update; the step's mean loss terms, None if skipped."
-        cfg, k = self.config, len(micro_batches)
-        terms: dict[str, torch.Tensor] = {}
-        bad = torch.zeros((), device=self.device)
-        for i, batch in enumerate(micro_batches):
-            batch = move_to_device(batch, self.device)
-            last = i == k - 1
-            with self.ddp.no_sync() if self.ddp is not None and not last else contextlib.nullcontext():
-                with self.autocast():
-                    loss, logs = self.loss_fn(self.train_model, batch)
-                bad = bad + (~torch.isfinite(loss.detach())).any()
-                self.scaler.scale(loss / k).backward()
-            for name, v in {"loss": loss, **(logs or {})}.items():
-                v = v.detach().float().mean() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
-                terms[name] = terms.get(name, 0) + v.to(self.device) / k
-        if dist.is_available() and dist.is_initialized() and self.world_size > 1:
-            dist.all_reduce(bad)
-        if bad.item() > 0:
-            self.optimizer.zero_grad(set_to_none=True)
-            self.nonfinite += 1
-            if self.nonfinite > cfg.max_nonfinite:
-                values = ", ".join(f"{n}={_as_float(v):.4g}" for n, v in terms.items())
-                raise NonFiniteLossError(
-                    f"non-finite loss at step {self.step + 1} (epoch {self.epoch}; this rank: {values}); "
-                    f"{self.nonfinite} non-finite step(s) > max_nonfinite={cfg.max_nonfinite}. "
-                    f"The last checkpoint in {self.ckpt_dir} is intact.")
-            warnings.warn(f"step {self.step + 1}: non-finite loss, step skipped "
-                          f"({self.nonfinite}/{cfg.max_nonfinite} allowed)")
-            return None
-        stats = dict(terms)
-        if self.scaler.is_enabled() and (cfg.grad_clip or need_norm):
-            self.scaler.unscale_(self.optimizer)
-        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if cfg.grad_clip:
-            stats["grad_norm"] = nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        elif need_norm and params:
-            stats["grad_norm"] = torch.linalg.vector_norm(
-                torch.stack([torch.linalg.vector_norm(p.grad.detach().float()) for p in params]))
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+
+@patch
+def _micro_groups(self: Trainer):
+    "Lists of `grad_accum` micro-batches, one list per optimiser step, until the loader is exhausted."
+    group = []
+    for batch in self._loader():
+        group.append(batch)
+        if len(group) == self.config.grad_accum:
+            yield group
+            group = []
+
+# %% ../../nbs/43_trainer.ipynb #f15fc552
+@patch
+def _optimizer_step(self: Trainer, micro_batches: list, need_norm: bool) -> dict | None:
+    "Forward/backward over the micro-batches, then one update; the step's mean loss terms, None if skipped."
+    cfg, k = self.config, len(micro_batches)
+    terms: dict[str, torch.Tensor] = {}
+    bad = torch.zeros((), device=self.device)
+    for i, batch in enumerate(micro_batches):
+        batch = move_to_device(batch, self.device)
+        last = i == k - 1
+        with self.ddp.no_sync() if self.ddp is not None and not last else contextlib.nullcontext():
+            with self.autocast():
+                loss, logs = self.loss_fn(self.train_model, batch)
+            bad = bad + (~torch.isfinite(loss.detach())).any()
+            self.scaler.scale(loss / k).backward()
+        for name, v in {"loss": loss, **(logs or {})}.items():
+            v = v.detach().float().mean() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
+            terms[name] = terms.get(name, 0) + v.to(self.device) / k
+    if dist.is_available() and dist.is_initialized() and self.world_size > 1:
+        dist.all_reduce(bad)
+    if bad.item() > 0:
         self.optimizer.zero_grad(set_to_none=True)
-        return stats
-
-    # ----- checkpoints
-    def state_dict(self) -> dict:
-        "Everything needed to continue exactly (collective: every rank must call it)."
-        rngs = all_gather_objects(get_rng_state(self.device))
-        return {"format": CHECKPOINT_FORMAT, "step": self.step, "epoch": self.epoch,
-                "epoch_samples": self.epoch_samples, "samples_seen": self.samples_seen,
-                "global_batch": self.global_batch, "world_size": self.world_size, "total_steps": self.total_steps,
-                "nonfinite": self.nonfinite, "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(), "rng": rngs, "config": dataclasses.asdict(self.config)}
-
-    def save_checkpoint(self) -> Path | None:
-        "Write `checkpoints/ckpt_<step>.pt` atomically on rank 0 and prune to `keep_checkpoints` (collective)."
-        state = self.state_dict()
-        if not self.dist.is_main:
-            return None
-        path = atomic_save(state, self.ckpt_dir / f"ckpt_{self.step:08d}.pt")
-        remove_stale_temps(self.ckpt_dir, "ckpt_*.pt")  # left by a writer that was killed
-        for old in list_checkpoints(self.ckpt_dir)[:-max(self.config.keep_checkpoints, 1)]:
-            old.unlink(missing_ok=True)
-        return path
-
-    def load_state_dict(self, state: Mapping, source: str = "<state>"):
-        "Continue from a `state_dict()` / checkpoint."
-        names = [g["name"] for g in self.optimizer.param_groups]
-        saved = [g.get("name") for g in state["optimizer"]["param_groups"]]
-        if names != saved:
-            raise CheckpointError(source, f"optimiser groups {saved} do not match this run's {names}")
-        try:
-            self.model.load_state_dict(state["model"])
-        except RuntimeError as e:
-            raise CheckpointError(source, f"does not fit this model: {str(e).splitlines()[0]}") from e
-        self.optimizer.load_state_dict(state["optimizer"])
-        for g, peak in zip(self.optimizer.param_groups, self._configured_peaks()):
-            g["peak_lr"] = peak  # the config's lr wins (the schedule then sets g["lr"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.step, self.epoch, self.epoch_samples = int(state["step"]), int(state["epoch"]), int(state["epoch_samples"])
-        self.samples_seen, self.nonfinite = int(state.get("samples_seen", 0)), int(state.get("nonfinite", 0))
-        if int(state.get("global_batch", self.global_batch)) != self.global_batch:
-            warnings.warn(f"{source}: global batch was {state['global_batch']}, now {self.global_batch}: "
-                          "training continues from the same sample position but not bit-exactly")
-        if len(state["rng"]) == self.world_size:
-            set_rng_state(state["rng"][self.rank], self.device)
-        else:
-            warnings.warn(f"{source}: saved by {len(state['rng'])} processes, resumed by {self.world_size}: "
-                          "random streams are re-seeded, not restored")
-            seed_everything(_mix_seed(self.config.seed, self.rank, self.step))
-
-    def _configured_peaks(self) -> list[float]:
-        return [g["lr"] for g in param_groups(self.model, self.config.lr, self.config.lr_mult,
-                                              self.config.default_lr_mult)]
-
-    def resume(self, resume: str | os.PathLike | None = "auto") -> Path | None:
-        "Load `resume` (a path) or, for 'auto', the newest readable checkpoint in `out_dir/checkpoints`."
-        if resume is None:
-            if list_checkpoints(self.ckpt_dir):
-                raise FileExistsError(f"{self.ckpt_dir} holds checkpoints of an earlier run and resume=None: "
-                                      "use another out_dir, delete them, or resume='auto'")
-            return None
-        if resume != "auto":
-            self.load_state_dict(load_train_state(resume), str(resume))
-            self.resumed_from = Path(resume)
-            return self.resumed_from
-        candidates = list_checkpoints(self.ckpt_dir)[::-1]
-        errors = []
-        for path in candidates:
-            try:
-                state = load_train_state(path)
-            except CheckpointError as e:
-                errors.append(str(e))
-                warnings.warn(f"{e}; falling back to the previous checkpoint")
-                continue
-            self.load_state_dict(state, str(path))
-            self.resumed_from = path
-            return path
-        if errors:
-            raise CheckpointError(self.ckpt_dir, "no readable checkpoint: " + "; ".join(errors) +
-                                  " (delete them, or pass resume=None to start over)")
+        self.nonfinite += 1
+        if self.nonfinite > cfg.max_nonfinite:
+            values = ", ".join(f"{n}={_as_float(v):.4g}" for n, v in terms.items())
+            raise NonFiniteLossError(
+                f"non-finite loss at step {self.step + 1} (epoch {self.epoch}; this rank: {values}); "
+                f"{self.nonfinite} non-finite step(s) > max_nonfinite={cfg.max_nonfinite}. "
+                f"The last checkpoint in {self.ckpt_dir} is intact.")
+        warnings.warn(f"step {self.step + 1}: non-finite loss, step skipped "
+                      f"({self.nonfinite}/{cfg.max_nonfinite} allowed)")
         return None
+    stats = dict(terms)
+    if self.scaler.is_enabled() and (cfg.grad_clip or need_norm):
+        self.scaler.unscale_(self.optimizer)
+    params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+    if cfg.grad_clip:
+        stats["grad_norm"] = nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    elif need_norm and params:
+        stats["grad_norm"] = torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(p.grad.detach().float()) for p in params]))
+    self.scaler.step(self.optimizer)
+    self.scaler.update()
+    self.optimizer.zero_grad(set_to_none=True)
+    return stats
 
-    # ----- evaluation
-    def evaluate(self) -> dict | None:
-        "Run `eval_fn(model, step)` on every rank in eval mode, without moving the training RNG streams."
-        if self.eval_fn is None:
-            return None
-        with preserved_rng(self.device), torch.no_grad():
-            self.model.eval()
-            try:
-                metrics = self.eval_fn(self.model, self.step)
-            finally:
-                self.model.train()
-        if metrics:
-            metrics = {"step": self.step, **{k: _as_float(v) for k, v in metrics.items()}}
-            self._eval_log.log(metrics)
-        return metrics
+# %% ../../nbs/43_trainer.ipynb #bb2a5f47
+@patch
+def state_dict(self: Trainer) -> dict:
+    "Everything needed to continue exactly (collective: every rank must call it)."
+    rngs = all_gather_objects(get_rng_state(self.device))
+    return {"format": CHECKPOINT_FORMAT, "step": self.step, "epoch": self.epoch,
+            "epoch_samples": self.epoch_samples, "samples_seen": self.samples_seen,
+            "global_batch": self.global_batch, "world_size": self.world_size, "total_steps": self.total_steps,
+            "nonfinite": self.nonfinite, "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(), "rng": rngs, "config": dataclasses.asdict(self.config)}
 
-    # ----- the loop
-    def _log_record(self, sums: dict, n_good: int, n_steps: int, t0: float, lrs: dict) -> dict:
-        "The interval's record: means over its (non-skipped) steps, micro-batches and ranks."
-        reduced = reduce_mean({k: v / max(n_good, 1) for k, v in sums.items()}, device=self.device)
-        record = {"step": self.step, "epoch": self.epoch, "samples": self.samples_seen, **lrs}
-        record.update(reduced)
-        record["samples_per_s"] = n_steps * self.global_batch / max(time.perf_counter() - t0, 1e-9)
-        if self.scaler.is_enabled():
-            record["loss_scale"] = float(self.scaler.get_scale())
-        if self.nonfinite:
-            record["nonfinite"] = self.nonfinite
-        return record
 
-    def fit(self) -> list[dict]:
-        "Train to `total_steps` (resuming per `config.resume`); returns the records logged by this call."
-        cfg = self.config
-        seed_everything(cfg.seed + self.rank)
-        with self._determinism():
-            self.resume(cfg.resume)
-            main = self.dist.is_main
-            self._log = MetricLogger(self.out_dir, "metrics", main, cfg.tensorboard)
-            self._eval_log = MetricLogger(self.out_dir, "eval", main, cfg.tensorboard)
-            if main:
-                atomic_write_json(self.out_dir / "config.json", {
-                    **dataclasses.asdict(self.config), "world_size": self.world_size,
-                    "global_batch": self.global_batch, "total_steps": self.total_steps}, indent=1)
-                self._log.truncate_after(self.step)
-                self._eval_log.truncate_after(self.step)
-            self._info(f"training on {self.world_size} × {self.device}: global batch {self.global_batch}, "
-                       f"steps {self.step}→{self.total_steps}" +
-                       (f" (resumed from {self.resumed_from})" if self.resumed_from else ""))
-            self.train_model.train()
-            bar = tqdm(total=self.total_steps, initial=self.step, disable=not (main and cfg.progress),
-                       desc="train", dynamic_ncols=True)
-            sums, n_good, n_steps, t0, evaluated = {}, 0, 0, time.perf_counter(), False
-            while self.step < self.total_steps:
-                steps_before = self.step
-                for group in self._micro_groups():
-                    log_now = (self.step + 1) % cfg.log_every == 0 or self.step + 1 == self.total_steps
-                    lrs = {f"lr/{g['name']}": g["lr"] for g in self.optimizer.param_groups}  # used by this step
-                    stats = self._optimizer_step(group, need_norm=log_now)
-                    self.scheduler.step()
-                    self.step += 1
-                    self.samples_seen += self.global_batch
-                    self.epoch_samples += self.global_batch
-                    if self.steps_per_epoch and self.epoch_samples >= self.steps_per_epoch * self.global_batch:
-                        self.epoch, self.epoch_samples = self.epoch + 1, 0
-                    if stats is not None:
-                        for name, v in stats.items():
-                            if name != "grad_norm":
-                                sums[name] = sums.get(name, 0) + v
-                        n_good += 1
-                    n_steps += 1
-                    bar.update(1)
-                    if log_now:
-                        record = self._log_record(sums, n_good, n_steps, t0, lrs)
-                        if stats and "grad_norm" in stats:
-                            record["grad_norm"] = _as_float(stats["grad_norm"])
-                        self.history.append(record)
-                        self._log.log(record)
-                        bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4g}")
-                        sums, n_good, n_steps, t0 = {}, 0, 0, time.perf_counter()
-                    evaluated = bool(cfg.eval_every) and self.step % cfg.eval_every == 0
-                    if evaluated:
-                        self.evaluate()
-                    if self.step % cfg.checkpoint_every == 0 or self.step == self.total_steps:
-                        self.save_checkpoint()
-                    if self.step >= self.total_steps:
-                        break
-                else:  # the loader ran out
-                    if self.step == steps_before:
-                        raise ValueError(f"epoch {self.epoch} produced no complete optimiser step "
-                                         f"(global batch {self.global_batch})")
-                    if self.iterable:
-                        self.epoch, self.epoch_samples = self.epoch + 1, 0
-            bar.close()
-            if not evaluated:
-                self.evaluate()
-            if main:
-                atomic_save({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, self.out_dir / "model.pt")
-        return self.history
+@patch
+def save_checkpoint(self: Trainer) -> Path | None:
+    "Write `checkpoints/ckpt_<step>.pt` atomically on rank 0 and prune to `keep_checkpoints` (collective)."
+    state = self.state_dict()
+    if not self.dist.is_main:
+        return None
+    path = atomic_save(state, self.ckpt_dir / f"ckpt_{self.step:08d}.pt")
+    remove_stale_temps(self.ckpt_dir, "ckpt_*.pt")  # left by a writer that was killed
+    for old in list_checkpoints(self.ckpt_dir)[:-max(self.config.keep_checkpoints, 1)]:
+        old.unlink(missing_ok=True)
+    return path
+
+# %% ../../nbs/43_trainer.ipynb #75e30da3
+@patch
+def load_state_dict(self: Trainer, state: Mapping, source: str = "<state>"):
+    "Continue from a `state_dict()` / checkpoint."
+    names = [g["name"] for g in self.optimizer.param_groups]
+    saved = [g.get("name") for g in state["optimizer"]["param_groups"]]
+    if names != saved:
+        raise CheckpointError(source, f"optimiser groups {saved} do not match this run's {names}")
+    try:
+        self.model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise CheckpointError(source, f"does not fit this model: {str(e).splitlines()[0]}") from e
+    self.optimizer.load_state_dict(state["optimizer"])
+    for g, peak in zip(self.optimizer.param_groups, self._configured_peaks()):
+        g["peak_lr"] = peak  # the config's lr wins (the schedule then sets g["lr"])
+    self.scheduler.load_state_dict(state["scheduler"])
+    if state.get("scaler"):
+        self.scaler.load_state_dict(state["scaler"])
+    self.step, self.epoch, self.epoch_samples = int(state["step"]), int(state["epoch"]), int(state["epoch_samples"])
+    self.samples_seen, self.nonfinite = int(state.get("samples_seen", 0)), int(state.get("nonfinite", 0))
+    if int(state.get("global_batch", self.global_batch)) != self.global_batch:
+        warnings.warn(f"{source}: global batch was {state['global_batch']}, now {self.global_batch}: "
+                      "training continues from the same sample position but not bit-exactly")
+    if len(state["rng"]) == self.world_size:
+        set_rng_state(state["rng"][self.rank], self.device)
+    else:
+        warnings.warn(f"{source}: saved by {len(state['rng'])} processes, resumed by {self.world_size}: "
+                      "random streams are re-seeded, not restored")
+        seed_everything(_mix_seed(self.config.seed, self.rank, self.step))
+
+
+@patch
+def _configured_peaks(self: Trainer) -> list[float]:
+    return [g["lr"] for g in param_groups(self.model, self.config.lr, self.config.lr_mult,
+                                          self.config.default_lr_mult)]
+
+# %% ../../nbs/43_trainer.ipynb #b9df1f31
+@patch
+def resume(self: Trainer, resume: str | os.PathLike | None = "auto") -> Path | None:
+    "Load `resume` (a path) or, for 'auto', the newest readable checkpoint in `out_dir/checkpoints`."
+    if resume is None:
+        if list_checkpoints(self.ckpt_dir):
+            raise FileExistsError(f"{self.ckpt_dir} holds checkpoints of an earlier run and resume=None: "
+                                  "use another out_dir, delete them, or resume='auto'")
+        return None
+    if resume != "auto":
+        self.load_state_dict(load_train_state(resume), str(resume))
+        self.resumed_from = Path(resume)
+        return self.resumed_from
+    candidates = list_checkpoints(self.ckpt_dir)[::-1]
+    errors = []
+    for path in candidates:
+        try:
+            state = load_train_state(path)
+        except CheckpointError as e:
+            errors.append(str(e))
+            warnings.warn(f"{e}; falling back to the previous checkpoint")
+            continue
+        self.load_state_dict(state, str(path))
+        self.resumed_from = path
+        return path
+    if errors:
+        raise CheckpointError(self.ckpt_dir, "no readable checkpoint: " + "; ".join(errors) +
+                              " (delete them, or pass resume=None to start over)")
+    return None
+
+# %% ../../nbs/43_trainer.ipynb #e59703cd
+@patch
+def _begin_run(self: Trainer) -> bool:
+    "Resume per `config.resume`, open the logs (cut back to the resumed step), write config.json; is this rank 0?"
+    cfg = self.config
+    self.resume(cfg.resume)
+    main = self.dist.is_main
+    self._log = MetricLogger(self.out_dir, "metrics", main, cfg.tensorboard)
+    self._eval_log = MetricLogger(self.out_dir, "eval", main, cfg.tensorboard)
+    if main:
+        atomic_write_json(self.out_dir / "config.json", {
+            **dataclasses.asdict(self.config), "world_size": self.world_size,
+            "global_batch": self.global_batch, "total_steps": self.total_steps}, indent=1)
+        self._log.truncate_after(self.step)
+        self._eval_log.truncate_after(self.step)
+    self._info(f"training on {self.world_size} × {self.device}: global batch {self.global_batch}, "
+               f"steps {self.step}→{self.total_steps}" +
+               (f" (resumed from {self.resumed_from})" if self.resumed_from else ""))
+    return main
+
+# %% ../../nbs/43_trainer.ipynb #c16b70d5
+@patch
+def evaluate(self: Trainer) -> dict | None:
+    "Run `eval_fn(model, step)` on every rank in eval mode, without moving the training RNG streams."
+    if self.eval_fn is None:
+        return None
+    with preserved_rng(self.device), torch.no_grad():
+        self.model.eval()
+        try:
+            metrics = self.eval_fn(self.model, self.step)
+        finally:
+            self.model.train()
+    if metrics:
+        metrics = {"step": self.step, **{k: _as_float(v) for k, v in metrics.items()}}
+        self._eval_log.log(metrics)
+    return metrics
+
+# %% ../../nbs/43_trainer.ipynb #9c09f9b6
+@patch
+def _log_record(self: Trainer, sums: dict, n_good: int, n_steps: int, t0: float, lrs: dict) -> dict:
+    "The interval's record: means over its (non-skipped) steps, micro-batches and ranks."
+    reduced = reduce_mean({k: v / max(n_good, 1) for k, v in sums.items()}, device=self.device)
+    record = {"step": self.step, "epoch": self.epoch, "samples": self.samples_seen, **lrs}
+    record.update(reduced)
+    record["samples_per_s"] = n_steps * self.global_batch / max(time.perf_counter() - t0, 1e-9)
+    if self.scaler.is_enabled():
+        record["loss_scale"] = float(self.scaler.get_scale())
+    if self.nonfinite:
+        record["nonfinite"] = self.nonfinite
+    return record
+
+# %% ../../nbs/43_trainer.ipynb #46d3c482
+@patch
+def fit(self: Trainer) -> list[dict]:
+    "Train to `total_steps` (resuming per `config.resume`); returns the records logged by this call."
+    cfg = self.config
+    seed_everything(cfg.seed + self.rank)
+    with self._determinism():
+        main = self._begin_run()
+        self.train_model.train()
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not (main and cfg.progress),
+                   desc="train", dynamic_ncols=True)
+        sums, n_good, n_steps, t0, evaluated = {}, 0, 0, time.perf_counter(), False
+        while self.step < self.total_steps:
+            steps_before = self.step
+            for group in self._micro_groups():
+                log_now = (self.step + 1) % cfg.log_every == 0 or self.step + 1 == self.total_steps
+                lrs = {f"lr/{g['name']}": g["lr"] for g in self.optimizer.param_groups}  # used by this step
+                stats = self._optimizer_step(group, need_norm=log_now)
+                self.scheduler.step()
+                self.step += 1
+                self.samples_seen += self.global_batch
+                self.epoch_samples += self.global_batch
+                if self.steps_per_epoch and self.epoch_samples >= self.steps_per_epoch * self.global_batch:
+                    self.epoch, self.epoch_samples = self.epoch + 1, 0
+                if stats is not None:
+                    for name, v in stats.items():
+                        if name != "grad_norm":
+                            sums[name] = sums.get(name, 0) + v
+                    n_good += 1
+                n_steps += 1
+                bar.update(1)
+                if log_now:
+                    record = self._log_record(sums, n_good, n_steps, t0, lrs)
+                    if stats and "grad_norm" in stats:
+                        record["grad_norm"] = _as_float(stats["grad_norm"])
+                    self.history.append(record)
+                    self._log.log(record)
+                    bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4g}")
+                    sums, n_good, n_steps, t0 = {}, 0, 0, time.perf_counter()
+                evaluated = bool(cfg.eval_every) and self.step % cfg.eval_every == 0
+                if evaluated:
+                    self.evaluate()
+                if self.step % cfg.checkpoint_every == 0 or self.step == self.total_steps:
+                    self.save_checkpoint()
+                if self.step >= self.total_steps:
+                    break
+            else:  # the loader ran out
+                if self.step == steps_before:
+                    raise ValueError(f"epoch {self.epoch} produced no complete optimiser step "
+                                     f"(global batch {self.global_batch})")
+                if self.iterable:
+                    self.epoch, self.epoch_samples = self.epoch + 1, 0
+        bar.close()
+        if not evaluated:
+            self.evaluate()
+        if main:
+            atomic_save({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, self.out_dir / "model.pt")
+    return self.history
