@@ -26,10 +26,10 @@ from ..core.files import atomic_path, atomic_write_json, atomic_write_text
 from ..pipelines.stages import project_root, runs_root
 
 # %% auto #0
-__all__ = ['STAGE_NOTEBOOKS', 'PRESETS', 'RESULT', 'ERROR', 'VERDICT_TAG', 'Cell', 'stage_run_dir', 'table_dir', 'notebooks_dir',
-           'run_cell', 'flatten_numbers', 'run_grid', 'smoke_settings', 'seed_variants', 'seed_noise',
-           'relative_margin', 'beyond_noise', 'side_by_side', 'write_table', 'table_notebooks', 'run_tables',
-           'grid_status', 'table_verdicts', 'main']
+__all__ = ['STAGE_NOTEBOOKS', 'PRESETS', 'RESULT', 'ERROR', 'STUDY_NOTEBOOKS', 'VERDICT_TAG', 'Cell', 'stage_run_dir',
+           'table_dir', 'notebooks_dir', 'run_cell', 'flatten_numbers', 'run_grid', 'smoke_settings', 'seed_variants',
+           'seed_noise', 'relative_margin', 'beyond_noise', 'side_by_side', 'write_table', 'table_notebooks',
+           'run_tables', 'grid_status', 'table_verdicts', 'main']
 
 # %% ../../nbs/70_experiments.ipynb #0ea81989
 # optional packages (see 01_core_extras): their first use names the extra to install
@@ -302,10 +302,15 @@ def _has_tabulate() -> bool:
         return False
 
 # %% ../../nbs/70_experiments.ipynb #13b57015
+STUDY_NOTEBOOKS = {"mechanism_study": "75_mechanism_study.ipynb"}  # grids in nbs/ run like tables: name → file
+
+
 def table_notebooks(nbs: str | os.PathLike | None = None) -> dict[str, Path]:
-    "The table notebooks in nbs/tables/, by name."
+    "The table notebooks in nbs/tables/, then the study notebooks of STUDY_NOTEBOOKS that exist, by name."
     folder = notebooks_dir(nbs) / "tables"
-    return {p.stem: p for p in sorted(folder.glob("*.ipynb"))} if folder.is_dir() else {}
+    known = {p.stem: p for p in sorted(folder.glob("*.ipynb"))} if folder.is_dir() else {}
+    studies = {name: notebooks_dir(nbs) / file for name, file in STUDY_NOTEBOOKS.items()}
+    return known | {name: path for name, path in studies.items() if path.is_file()}
 
 
 def run_tables(names: list[str], preset: str = "mini", jobs: int = 1, gpus: str = "", out_root: str = "",
