@@ -89,3 +89,24 @@ def test_missing_cells_are_unknown_not_zero():
     assert s.loc[0, "real/verdict"] == "unknown" and s.loc[0, "seeds"] == 1
     assert findings(pd.DataFrame()) == ["No cell of the grid ran at this preset: nothing to say."]
     assert findings(s)[-1].endswith("no regime of this grid")
+
+
+def test_run_all_runs_the_tables_and_leaves_the_study_to_be_named(tmp_path, monkeypatch):
+    import depth_anything_nb.experiments as ex
+
+    nbs = tmp_path / "nbs"
+    (nbs / "tables").mkdir(parents=True)
+    for path in (nbs / "tables" / "t1.ipynb", nbs / "75_mechanism_study.ipynb"):
+        nbformat.write(nbformat.v4.new_notebook(), path)
+    ran = []
+
+    def fake_papermill(args, env=None):
+        ran.append(Path(args[3]).name)
+        Path(args[4]).write_text("{}")  # the executed notebook, at the temporary path papermill writes to
+        return 0
+
+    monkeypatch.setattr(ex.subprocess, "call", fake_papermill)
+    assert set(ex.table_notebooks(nbs)) == {"t1", "mechanism_study"}
+    assert ex.run_tables(["all"], out_root=str(tmp_path / "runs"), nbs=nbs) == {"t1": "done"}
+    assert ex.run_tables(["mechanism_study"], out_root=str(tmp_path / "runs"), nbs=nbs) == {"mechanism_study": "done"}
+    assert ran == ["t1.ipynb", "75_mechanism_study.ipynb"]
