@@ -26,9 +26,10 @@ from ..core.files import atomic_path, atomic_write_json, atomic_write_text
 from ..pipelines.stages import PRESETS, notebook_stages, project_root, runs_root
 
 # %% auto #0
-__all__ = ['RESULT', 'ERROR', 'VERDICT_TAG', 'Cell', 'stage_run_dir', 'table_dir', 'notebooks_dir', 'run_cell', 'flatten_numbers',
-           'run_grid', 'smoke_settings', 'seed_variants', 'seed_noise', 'relative_margin', 'beyond_noise',
-           'side_by_side', 'write_table', 'table_notebooks', 'run_tables', 'grid_status', 'table_verdicts', 'main']
+__all__ = ['RESULT', 'ERROR', 'STUDY_NOTEBOOKS', 'VERDICT_TAG', 'Cell', 'stage_run_dir', 'table_dir', 'notebooks_dir', 'run_cell',
+           'flatten_numbers', 'run_grid', 'smoke_settings', 'seed_variants', 'seed_noise', 'relative_margin',
+           'beyond_noise', 'side_by_side', 'write_table', 'table_notebooks', 'run_tables', 'grid_status',
+           'table_verdicts', 'main']
 
 # %% ../../nbs/70_experiments.ipynb #0ea81989
 # optional packages (see 01_core_extras): their first use names the extra to install
@@ -288,18 +289,23 @@ def _has_tabulate() -> bool:
         return False
 
 # %% ../../nbs/70_experiments.ipynb #13b57015
+STUDY_NOTEBOOKS = {"mechanism_study": "75_mechanism_study.ipynb"}  # grids in nbs/ run like tables: name → file
+
+
 def table_notebooks(nbs: str | os.PathLike | None = None) -> dict[str, Path]:
-    "The table notebooks in nbs/tables/, by name."
+    "The table notebooks in nbs/tables/, then the study notebooks of STUDY_NOTEBOOKS that exist, by name."
     folder = notebooks_dir(nbs) / "tables"
-    return {p.stem: p for p in sorted(folder.glob("*.ipynb"))} if folder.is_dir() else {}
+    known = {p.stem: p for p in sorted(folder.glob("*.ipynb"))} if folder.is_dir() else {}
+    studies = {name: notebooks_dir(nbs) / file for name, file in STUDY_NOTEBOOKS.items()}
+    return known | {name: path for name, path in studies.items() if path.is_file()}
 
 
 def run_tables(names: list[str], preset: str = "mini", jobs: int = 1, gpus: str = "", out_root: str = "",
                threads: int = 0, nbs: str | os.PathLike | None = None) -> dict[str, str]:
     "Execute table notebooks (each runs its grid); returns {name: 'done' | error line}, going on after a failure."
     known = table_notebooks(nbs)
-    if names == ["all"]:
-        names = list(known)
+    if names == ["all"]:  # the paper tables; a study (hours of its own) runs when named
+        names = [n for n in known if n not in STUDY_NOTEBOOKS]
     unknown = [n for n in names if n not in known]
     if unknown:
         raise KeyError(f"no table notebook(s) {unknown} in {notebooks_dir(nbs) / 'tables'}; known: {sorted(known)}")
