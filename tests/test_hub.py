@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from depth_anything_nb.models import checkpoints, hub
-from depth_anything_nb.models.checkpoints import CheckpointError, load_model, save_checkpoint, to_hf_state_dict
+from depth_anything_nb.models.checkpoints import CheckpointError, save_checkpoint, to_hf_state_dict
+from depth_anything_nb.models.registry import load_model
 from depth_anything_nb.models.dpt import DepthAnythingV2
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

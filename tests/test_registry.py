@@ -2,8 +2,8 @@
 `create_model`, and one `load_model` for every checkpoint dialect, written here by the test and loaded back.
 
 Release names are served by `models.hub` (nbs/12a_hub_weights.ipynb, another branch). Until it is merged, the tests of
-the name path install a small FAKE hub module in `sys.modules` (marked FAKE HUB below); the real end-to-end tests
-(a local Hugging Face cache, HF_HUB_OFFLINE=1) replace them when hub.py lands.
+the name path go through the real `models.hub` and huggingface_hub against a cache laid out by the test
+(HF_HUB_OFFLINE=1), with tiny releases added to the release table.
 """
 import dataclasses
 import json
@@ -275,67 +275,57 @@ def test_one_checkpoint_error_type():
     assert CheckpointError("x.pth: bad").path is None
 
 
-# ---------------------------------------------------------------- release names (FAKE HUB until hub.py is merged)
-@dataclasses.dataclass(frozen=True)
-class Release:  # FAKE HUB: the contract's fields
-    repo_id: str
-    filename: str
-    encoder: str
-    max_depth: float | None
-    dialect: str
-
-
+# ---------------------------------------------------------------- release names, through the real models.hub
+# The releases below are added to the real `hub.RELEASES` table (data, not code) and laid out in a Hugging Face cache
+# exactly as huggingface_hub stores downloads; HF_HUB_OFFLINE=1, so huggingface_hub itself resolves them from the cache.
 @pytest.fixture()
-def fake_hub(monkeypatch, tmp_path, mini):
-    "FAKE HUB: a `depth_anything_nb.models.hub` with two tiny 'releases' in a local folder and one that is missing."
+def tiny_releases(monkeypatch, tmp_path, mini):
+    "Two tiny mini-t 'releases' cached offline (relative and metric 20 m); the real vitb release is not cached."
+    from huggingface_hub import constants
+    from depth_anything_nb.models import hub
+    from test_hub import _pth_bytes, lay_out_cache
+
+    cache = tmp_path / "hf_cache"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     relative = create_model("mini-t", seed=8, output_bias=1.0).eval()
-    save_checkpoint(relative, tmp_path / "tiny_relative.pth")
-    save_checkpoint(mini, tmp_path / "tiny_metric_hypersim.pth")
-    releases = {"test/Tiny": Release("test/Tiny", "tiny_relative.pth", "mini-t", None, "official"),
-                "test/Tiny-Metric-Hypersim": Release("test/Tiny-Metric-Hypersim", "tiny_metric_hypersim.pth", "mini-t",
-                                                     20.0, "official"),
-                "test/Absent": Release("test/Absent", "absent.pth", "mini-t", None, "official")}
-
-    class WeightsNotAvailable(CheckpointError):
-        pass
-
-    def release_for(name, max_depth=None):
-        if name in releases:
-            return releases[name]
-        if name in ("vits", "mini-t"):  # the registry's encoder names map onto the tiny releases
-            return {None: releases["test/Tiny"], 20.0: releases["test/Tiny-Metric-Hypersim"]}.get(max_depth)
-        if name == "vitb":
-            return releases["test/Absent"]
-        return None
-
-    def fetch_release(release):
-        path = tmp_path / release.filename
-        if not path.is_file():
-            raise WeightsNotAvailable(f"{release.filename} of {release.repo_id}: not in the Hugging Face cache and no "
-                                      f"network; download it into {tmp_path}")
-        return path
-
-    hub = types.ModuleType("depth_anything_nb.models.hub")
-    hub.RELEASES, hub.Release, hub.release_for, hub.fetch_release = releases, Release, release_for, fetch_release
-    hub.WeightsNotAvailable = WeightsNotAvailable
-    monkeypatch.setitem(sys.modules, "depth_anything_nb.models.hub", hub)
-    return {"relative": relative, "metric": mini}
+    tiny = {"test/Tiny": (hub.Release("test/Tiny", "tiny_relative.pth", "mini-t", None, "official"), relative),
+            "test/Tiny-Metric-Hypersim": (hub.Release("test/Tiny-Metric-Hypersim", "tiny_metric_hypersim.pth", "mini-t",
+                                                      20.0, "official"), mini)}
+    for name, (release, model) in tiny.items():
+        monkeypatch.setitem(hub.RELEASES, name, release)
+        lay_out_cache(cache, release.repo_id, {release.filename: _pth_bytes(model)})
+    return {"relative": relative, "metric": mini, "cache": cache}
 
 
-def test_release_names_load_the_release(fake_hub):
+def test_release_names_load_the_release(tiny_releases):
     relative = load_model("test/Tiny")
-    assert type(relative) is DepthAnythingV2 and relative.max_depth is None and same_weights(relative, fake_hub["relative"])
+    assert type(relative) is DepthAnythingV2 and relative.max_depth is None
+    assert same_weights(relative, tiny_releases["relative"])
     metric = load_model("test/Tiny-Metric-Hypersim")
-    assert metric.max_depth == 20.0 and same_weights(metric, fake_hub["metric"])
-    assert same_weights(load_model("mini-t", max_depth=20.0), fake_hub["metric"])
-    assert same_weights(create_model("mini-t", pretrained=True), fake_hub["relative"])
-    assert same_weights(create_model("mini-t", pretrained=True, max_depth=20.0), fake_hub["metric"])
-    with pytest.raises(CheckpointError, match="absent.pth of test/Absent.*download it into"):
-        load_model("test/Absent")
+    assert metric.max_depth == 20.0 and same_weights(metric, tiny_releases["metric"])
+    assert same_weights(load_model("mini-t", max_depth=20.0), tiny_releases["metric"])
+    assert same_weights(create_model("mini-t", pretrained=True), tiny_releases["relative"])
+    assert same_weights(create_model("mini-t", pretrained=True, max_depth=20.0), tiny_releases["metric"])
+    with pytest.raises(CheckpointError, match="depth_anything_v2_vitb.pth.*Depth-Anything-V2-Base"):
+        load_model("depth-anything/Depth-Anything-V2-Base")  # a real release, not in this cache, offline
     with pytest.raises(CheckpointError, match="no released weights"):
         load_model("mini-s")
     with pytest.raises(CheckpointError, match="no released weights for the PatchRefiner"):
         create_model("prv2-mini", pretrained=True)
+
+
+def test_the_real_small_release_loads_by_encoder_name_offline(tiny_releases):
+    "`vits` → depth-anything/Depth-Anything-V2-Small/depth_anything_v2_vits.pth, a full-size file in the cache."
+    from depth_anything_nb.models import hub
+    from test_hub import _pth_bytes, lay_out_cache
+
+    small = hub.RELEASES["depth-anything/Depth-Anything-V2-Small"]
+    model = create_model("vits", seed=1).eval()
+    lay_out_cache(tiny_releases["cache"], small.repo_id, {small.filename: _pth_bytes(model)})
+    assert same_weights(create_model("vits", pretrained=True), model)
+    assert same_weights(load_model("depth-anything/Depth-Anything-V2-Small"), model)
 
 
 def test_without_the_hub_module_a_name_is_a_clear_error(monkeypatch):
@@ -344,12 +334,12 @@ def test_without_the_hub_module_a_name_is_a_clear_error(monkeypatch):
         load_model("depth-anything/Depth-Anything-V2-Small")
 
 
-def test_cli_uses_release_weights_and_random_only_on_request(fake_hub, tmp_path, capsys):
+def test_cli_uses_release_weights_and_random_only_on_request(tiny_releases, tmp_path, capsys):
     from depth_anything_nb.apps.cli import CLIError, build_model, main
 
-    model, weights, random = build_model("vits", None, None)  # FAKE HUB: "vits" is the tiny release here
-    assert not random and same_weights(model, fake_hub["relative"]) and "test/Tiny/tiny_relative.pth" in weights
-    model, weights, random = build_model("vits", None, 20.0)
+    model, weights, random = build_model("mini-t", None, None)  # the tiny test release of mini-t
+    assert not random and same_weights(model, tiny_releases["relative"]) and "test/Tiny/tiny_relative.pth" in weights
+    model, weights, random = build_model("mini-t", None, 20.0)
     assert not random and model.max_depth == 20.0 and "Hypersim" in weights
     model, weights, random = build_model("vits", None, None, random_weights=True)
     assert random and "RANDOM" in weights
@@ -360,6 +350,6 @@ def test_cli_uses_release_weights_and_random_only_on_request(fake_hub, tmp_path,
     cv2.imwrite(str(image), (torch.rand(40, 56, 3) * 255).byte().numpy())
     assert main(["run", "--img-path", str(image), "--outdir", str(tmp_path / "out"), "--encoder", "vitb"]) == 2
     err = capsys.readouterr().err
-    assert "absent.pth" in err and "download it into" in err and "--random-weights" in err
+    assert "depth_anything_v2_vitb.pth" in err and "--checkpoint" in err and "--random-weights" in err
     assert main(["run", "--img-path", str(image), "--outdir", str(tmp_path / "out"), "--encoder", "vitg"]) == 2
     assert "no released weights" in capsys.readouterr().err
