@@ -113,7 +113,7 @@ def main(argv=None):
 
     runs = {"official": step_official, "ours": step_ours}
     if not args.no_student:
-        from depth_anything_nb.pipelines.stages import StudentLoss, StudentModel
+        from depth_anything_nb.pipelines.dav2_stages import StudentLoss, StudentModel
 
         net = DepthAnythingV2.from_config(args.encoder, output_bias=1.0).train()
         frozen = create_encoder(args.encoder).eval().requires_grad_(False)

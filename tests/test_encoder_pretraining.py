@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from depth_anything_nb.models.encoder import create_encoder
-from depth_anything_nb.pipelines.stages import new_model
+from depth_anything_nb.models.registry import create_model
 from depth_anything_nb.train.encoder_pretraining import (MaskedImageModel, PretrainConfig, masked_patch_loss,
                                                          patchify, pixel_targets, pretrain_encoder, random_patch_mask,
                                                          reconstruction_loss, unlabeled_images)
@@ -64,19 +64,19 @@ def test_masked_content_cannot_reach_the_prediction():
 def test_saved_encoder_loads_into_a_stage_model_key_for_key(pretrained):
     _, path = pretrained
     saved = torch.load(path, weights_only=True)
-    model = new_model("mini-t", init_encoder=str(path), seed=5)
+    model = create_model("mini-t", seed=5, encoder_weights=path)
     enc = model.pretrained.state_dict()
     assert set(saved) == set(enc)
     for k, v in enc.items():
         assert torch.equal(v, saved[k]), k
-    fresh = new_model("mini-t", seed=5).pretrained.state_dict()
+    fresh = create_model("mini-t", seed=5).pretrained.state_dict()
     assert any(not torch.equal(fresh[k], saved[k]) for k in saved)  # the file really replaced the random weights
 
 
 def test_a_wrong_encoder_is_refused(pretrained):
     _, path = pretrained
     with pytest.raises(Exception, match="does not fit"):
-        new_model("mini-s", init_encoder=str(path))
+        create_model("mini-s", encoder_weights=path)
 
 
 def test_pretraining_lowers_heldout_reconstruction_loss(pretrained, tmp_path):
