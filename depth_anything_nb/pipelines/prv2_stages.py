@@ -35,11 +35,11 @@ from .stages import (PRESETS, RANDOM_INIT, RUNTIME_FIELDS, STAGE_ALIASES, STAGES
                                      config_from_params, finished_run, loss_figure, project_root, require_for_paper,
                                      run_lock, runs_root, save_figure)
 from ..models.checkpoints import read_state_dict
-from ..models.registry import load_model, model_from_arch
+from ..models.registry import PR_V1, load_model, model_from_arch
 from ..train.trainer import Trainer, TrainConfig, atomic_save
 
 # %% auto #0
-__all__ = ['PRESET_VALUES', 'PAPER_REFINER_VALUES', 'PR_V1', 'DERIVE', 'PSEUDO_LABEL_LOSSES', 'BOUNDARY_KEYS', 'REPORT_KEYS',
+__all__ = ['PRESET_VALUES', 'PAPER_REFINER_VALUES', 'DERIVE', 'PSEUDO_LABEL_LOSSES', 'BOUNDARY_KEYS', 'REPORT_KEYS',
            'LOWER_IS_BETTER', 'PRV2Config', 'TrainFields', 'CoarseConfig', 'PretrainConfig', 'E2EConfig',
            'FinetuneRealConfig', 'EvaluateConfig', 'coarse_config', 'pretrain_config', 'teacher_config', 'teacher_path',
            'real_config', 'training_scenes', 'heldout_scenes', 'training_set', 'prerender', 'coarse_arch',
@@ -228,7 +228,7 @@ class PretrainConfig(PRV2Config, TrainFields):
     encoder_lr_mult: float | None = None  # refiner encoder lr × (official 0.1)
 
 # %% ../../nbs/52_prv2_stages.ipynb #a6b634f7
-PR_V1 = "pr_v1"  # refiner_encoder of the PatchRefiner V1 baseline: a copy of the trained coarse model + F2C
+# PR_V1 (the refiner_encoder value of the PatchRefiner V1 baseline: a copy of the trained coarse model + F2C) comes from the model registry
 DERIVE = "derive"  # teacher_model / np_model: train it from this config (on its `data`), chosen explicitly
 
 
