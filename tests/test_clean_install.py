@@ -9,7 +9,7 @@ Steps, each a subprocess in a fresh `python -m venv` (no `--system-site-packages
    Makefile, from the same package sources (the pip configuration of the machine: its local index and PyPI).
 2. `pip install <copy of the repository>` with no extras (a copy, so that the build's `build/` and `*.egg-info`
    land in a temporary folder, not in the checkout).
-3. the console script `depth-anything run` on a generated image with random weights (no `--checkpoint`: the CLI
+3. the console script `depth-anything run` on a generated image with random weights (`--random-weights`: the CLI
    builds the architecture with random weights and says so), then the same run in-process to read `sys.modules`.
 4. `pip list` and `sys.modules` hold none of the extras' packages.
 5. every module of every layer imports (a feature that needs an extra raises an ImportError naming it).
@@ -131,10 +131,10 @@ def test_pip_install_without_extras_runs_depth_anything_run():
 
         image = tmp / "scene.png"
         cv2.imwrite(str(image), (np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint8))
-        # random weights: no --checkpoint (the CLI warns WITHOUT IT THE WEIGHTS ARE RANDOM); if the CLI gains an
-        # explicit `--random-weights` flag, this argv should name it.
-        argv = ["run", "--img-path", str(image), "--encoder", "vits", "--input-size", "28", "--save-npy",
-                "--device", "cpu"]
+        # random weights, asked for explicitly (without --checkpoint the CLI would fetch the release by name, and
+        # this machine has no network)
+        argv = ["run", "--img-path", str(image), "--encoder", "vits", "--random-weights", "--input-size", "28",
+                "--save-npy", "--device", "cpu"]
         r = run("depth-anything run", [bindir / "depth-anything", *argv, "--outdir", str(tmp / "out")], 600)
         assert r.returncode == 0, f"depth-anything run in the clean venv:\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
         assert (tmp / "out" / "scene.png").exists(), sorted(p.name for p in (tmp / "out").iterdir())
